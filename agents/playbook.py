@@ -1,0 +1,196 @@
+"""Playbooks: a plan written by a person in YAML, with named inputs. An SOP without a planner.
+
+    name: account-brief
+    description: Research an account and draft a first email.
+    inputs:
+      account: {description: Company name}
+      tone: {default: friendly}
+    goal: Research {inputs.account} and draft outreach
+    steps:
+      - id: research
+        agent: researcher
+        instructions: Find recent news about {inputs.account}.
+      - id: draft
+        agent: writer
+        instructions: Draft a {inputs.tone} email using {steps.research.output}
+        needs_approval: true
+
+``{inputs.NAME}`` is replaced when the run starts; ``{steps.ID.output}`` when step ID has
+finished (a reference implies the dependency). ``{goal}`` is the run's goal.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from agents.errors import PlanError, PlaybookError
+from agents.plan import Plan, PlanStep, validate
+from agents.registry import Registry
+
+REFERENCE = re.compile(r"\{(inputs|steps)\.([A-Za-z0-9_-]+)(\.output)?\}|\{goal\}")
+MAX_PLAYBOOK_BYTES = 256_000
+
+
+class PlaybookInput(BaseModel):
+    """A named input of a playbook."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    description: str = ""
+    default: str | None = None
+    required: bool = True
+
+
+class Playbook(BaseModel):
+    """A playbook file, validated."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    description: str = ""
+    goal: str = ""
+    inputs: dict[str, PlaybookInput] = Field(default_factory=dict)
+    steps: list[PlanStep]
+
+
+def load_playbook(path: str | Path) -> Playbook:
+    """Read and shape-check a playbook file."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise PlaybookError(f"Cannot read playbook {p}: {exc.strerror or exc}") from None
+    if len(raw) > MAX_PLAYBOOK_BYTES:
+        raise PlaybookError(f"Playbook {p} is larger than {MAX_PLAYBOOK_BYTES} bytes.")
+    return parse_playbook(raw.decode("utf-8", errors="replace"), source=str(p))
+
+
+def parse_playbook(text: str, *, source: str = "playbook") -> Playbook:
+    """Parse YAML text into a :class:`Playbook` with errors that name file and line."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark is not None else source
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise PlaybookError(f"{where}: not valid YAML ({problem}).") from None
+    if not isinstance(data, dict):
+        raise PlaybookError(f"{source}: a playbook is a YAML mapping with name, inputs and steps.")
+    for key, value in list((data.get("inputs") or {}).items()):
+        if value is None or isinstance(value, str):
+            # `account:` or `account: Company name` are friendly shorthands.
+            data["inputs"][key] = {"description": value or ""}
+    try:
+        return Playbook.model_validate(data)
+    except ValidationError as exc:
+        lines = [f"  {'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()]
+        raise PlaybookError(f"{source}: the playbook is invalid:\n" + "\n".join(lines)) from None
+
+
+def bind(
+    playbook: Playbook, inputs: dict[str, str], registry: Registry, *, max_steps: int
+) -> tuple[str, Plan]:
+    """Fill in the inputs and return ``(goal, plan)``; every problem is reported at once."""
+    problems: list[str] = []
+    values: dict[str, str] = {}
+    for name, spec in playbook.inputs.items():
+        if name in inputs:
+            values[name] = inputs[name]
+        elif spec.default is not None:
+            values[name] = spec.default
+        elif spec.required:
+            hint = f" ({spec.description})" if spec.description else ""
+            problems.append(f"Missing input {name!r}{hint}: pass --input {name}=...")
+        else:
+            values[name] = ""
+    for name in inputs:
+        if name not in playbook.inputs:
+            known = ", ".join(playbook.inputs) or "none"
+            problems.append(f"Unknown input {name!r}; this playbook takes: {known}.")
+    ids = {s.id for s in playbook.steps}
+
+    def fill(text: str, where: str) -> str:
+        def sub(m: re.Match[str]) -> str:
+            kind, name, output = m.group(1), m.group(2), m.group(3)
+            if kind is None:
+                return m.group(0)  # {goal} is filled at run time
+            if kind == "inputs":
+                if name not in playbook.inputs:
+                    problems.append(f"{where} refers to unknown input {{inputs.{name}}}.")
+                    return m.group(0)
+                return values.get(name, "")
+            if name not in ids or not output:
+                problems.append(f"{where} refers to {m.group(0)}, which is not a step's output.")
+            return m.group(0)
+
+        return REFERENCE.sub(sub, text)
+
+    goal = fill(playbook.goal or playbook.description or playbook.name, "goal")
+    steps = []
+    for s in playbook.steps:
+        refs = set(step_references(s.instructions))
+        args = _fill_args(s.arguments, lambda t, sid=s.id: fill(t, f"step {sid!r}"), refs)
+        steps.append(
+            s.model_copy(
+                update={
+                    "title": fill(s.title, f"step {s.id!r}"),
+                    "instructions": fill(s.instructions, f"step {s.id!r}"),
+                    "arguments": args,
+                    "depends_on": sorted(set(s.depends_on) | (refs - {s.id})),
+                }
+            )
+        )
+    if problems:
+        raise PlaybookError(f"Playbook {playbook.name!r}: " + " ".join(problems))
+    try:
+        plan = validate(Plan(steps=steps), registry, max_steps=max_steps)
+    except PlanError as exc:
+        raise PlaybookError(
+            f"Playbook {playbook.name!r} is invalid: " + " ".join(exc.problems)
+        ) from None
+    return goal, plan
+
+
+def step_references(text: str) -> list[str]:
+    """Ids of steps whose outputs ``text`` refers to."""
+    return [m.group(2) for m in REFERENCE.finditer(text or "") if m.group(1) == "steps"]
+
+
+def _fill_args(value: Any, fill: Any, refs: set[str]) -> Any:
+    if isinstance(value, str):
+        refs.update(step_references(value))
+        return fill(value)
+    if isinstance(value, dict):
+        return {k: _fill_args(v, fill, refs) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_fill_args(v, fill, refs) for v in value]
+    return value
+
+
+def render(text: str, *, goal: str, outputs: dict[str, str]) -> str:
+    """Replace ``{goal}`` and ``{steps.ID.output}`` with their values at run time."""
+
+    def sub(m: re.Match[str]) -> str:
+        if m.group(1) is None:
+            return goal
+        if m.group(1) == "steps" and m.group(2) in outputs:
+            return outputs[m.group(2)]
+        return m.group(0)
+
+    return REFERENCE.sub(sub, text)
+
+
+def render_value(value: Any, *, goal: str, outputs: dict[str, str]) -> Any:
+    """:func:`render` applied to every string inside a JSON-like value."""
+    if isinstance(value, str):
+        return render(value, goal=goal, outputs=outputs)
+    if isinstance(value, dict):
+        return {k: render_value(v, goal=goal, outputs=outputs) for k, v in value.items()}
+    if isinstance(value, list):
+        return [render_value(v, goal=goal, outputs=outputs) for v in value]
+    return value

@@ -1,0 +1,111 @@
+"""Engine settings, read once from the environment (every setting is documented in README)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from agents.errors import ConfigError
+
+DEFAULT_MODEL = "openai/gpt-4o-mini"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-run caps. A run that reaches one fails with a message naming the cap."""
+
+    max_steps: int = 20
+    max_model_calls: int = 60
+    max_tokens: int = 400_000
+    max_cost_usd: float = 2.0
+    step_timeout_s: float = 600.0
+    max_goal_chars: int = 8_000
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the engine needs to know from the outside world."""
+
+    database_url: str = "sqlite:///baton.db"
+    model: str = DEFAULT_MODEL
+    planner_model: str | None = None
+    plugins: tuple[str, ...] = ()
+    limits: Limits = field(default_factory=Limits)
+    #: Steps running at once across all runs of this process.
+    concurrency: int = 16
+    #: Retries of a transient model error (timeout, 429, 5xx) before the step fails.
+    model_retries: int = 4
+    retry_base_s: float = 0.5
+    retry_max_s: float = 20.0
+    model_timeout_s: float = 120.0
+    #: A write-risk tool needs approval unless this is false; external tools always do.
+    approve_writes: bool = True
+    #: How long a process's claim on a run lasts without renewal.
+    lease_s: float = 30.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read ``BATON_*`` variables; a malformed value is a clear error."""
+        env = os.environ if env is None else env
+        d = Limits()
+        limits = Limits(
+            max_steps=_int(env, "BATON_MAX_STEPS", d.max_steps),
+            max_model_calls=_int(env, "BATON_MAX_MODEL_CALLS", d.max_model_calls),
+            max_tokens=_int(env, "BATON_MAX_TOKENS", d.max_tokens),
+            max_cost_usd=_float(env, "BATON_MAX_COST_USD", d.max_cost_usd),
+            step_timeout_s=_float(env, "BATON_STEP_TIMEOUT", d.step_timeout_s),
+            max_goal_chars=_int(env, "BATON_MAX_GOAL_CHARS", d.max_goal_chars),
+        )
+        base = cls()
+        return cls(
+            database_url=env.get("BATON_DATABASE_URL") or base.database_url,
+            model=env.get("BATON_MODEL") or base.model,
+            planner_model=env.get("BATON_PLANNER_MODEL") or None,
+            plugins=tuple(p.strip() for p in env.get("BATON_PLUGINS", "").split(",") if p.strip()),
+            limits=limits,
+            concurrency=_int(env, "BATON_CONCURRENCY", base.concurrency),
+            model_retries=_int(env, "BATON_MODEL_RETRIES", base.model_retries),
+            retry_base_s=_float(env, "BATON_RETRY_BASE", base.retry_base_s),
+            retry_max_s=_float(env, "BATON_RETRY_MAX", base.retry_max_s),
+            model_timeout_s=_float(env, "BATON_MODEL_TIMEOUT", base.model_timeout_s),
+            approve_writes=_bool(env, "BATON_APPROVE_WRITES", base.approve_writes),
+            lease_s=_float(env, "BATON_LEASE_SECONDS", base.lease_s),
+        )
+
+
+def _int(env: Mapping[str, str], key: str, default: int) -> int:
+    raw = env.get(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{key} must be a whole number, got {raw!r}") from None
+    if value < 0:
+        raise ConfigError(f"{key} must not be negative, got {raw!r}")
+    return value
+
+
+def _float(env: Mapping[str, str], key: str, default: float) -> float:
+    raw = env.get(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{key} must be a number, got {raw!r}") from None
+    if value < 0:
+        raise ConfigError(f"{key} must not be negative, got {raw!r}")
+    return value
+
+
+def _bool(env: Mapping[str, str], key: str, default: bool) -> bool:
+    raw = env.get(key)
+    if raw is None or raw == "":
+        return default
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{key} must be true or false, got {raw!r}")

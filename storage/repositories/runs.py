@@ -1,0 +1,149 @@
+"""Runs: create, read, update, and the lease that says which process drives a run."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import and_, or_, select
+
+from storage.database import Session
+from storage.models import RUNS, Run
+
+ACTIVE_STATUSES = ("planning", "running")
+OPEN_STATUSES = ("planning", "running", "waiting")
+
+
+async def create_run(session: Session, *, values: dict[str, Any]) -> None:
+    """Insert a new run row."""
+    await session.execute(RUNS.insert().values(**values))
+
+
+async def get_run(session: Session, *, run_id: str) -> Run | None:
+    """One run by id, or None."""
+    row = (await session.execute(select(RUNS).where(RUNS.c.id == run_id))).mappings().first()
+    return Run.model_validate(dict(row)) if row is not None else None
+
+
+async def find_run_ids(session: Session, *, prefix: str, limit: int = 5) -> list[str]:
+    """Run ids starting with ``prefix`` (people type short ids)."""
+    stmt = select(RUNS.c.id).where(RUNS.c.id.startswith(prefix, autoescape=True)).limit(limit)
+    return list((await session.execute(stmt)).scalars())
+
+
+async def list_runs(
+    session: Session,
+    *,
+    limit: int = 20,
+    statuses: Sequence[str] | None = None,
+    requester: str | None = None,
+) -> list[Run]:
+    """Most recent runs first."""
+    stmt = select(RUNS).order_by(RUNS.c.created_at.desc()).limit(limit)
+    if statuses:
+        stmt = stmt.where(RUNS.c.status.in_(list(statuses)))
+    if requester:
+        stmt = stmt.where(RUNS.c.requester == requester)
+    return [Run.model_validate(dict(r)) for r in (await session.execute(stmt)).mappings()]
+
+
+async def update_run(session: Session, *, run_id: str, values: dict[str, Any]) -> None:
+    """Set columns of one run."""
+    await session.execute(RUNS.update().where(RUNS.c.id == run_id).values(**values))
+
+
+async def set_status_if(
+    session: Session, *, run_id: str, expected: Sequence[str], values: dict[str, Any]
+) -> bool:
+    """Compare-and-set on status: update only while the run is in one of ``expected``."""
+    stmt = (
+        RUNS.update()
+        .where(and_(RUNS.c.id == run_id, RUNS.c.status.in_(list(expected))))
+        .values(**values)
+    )
+    return (await session.execute(stmt)).rowcount == 1  # type: ignore[attr-defined,no-any-return]
+
+
+async def add_usage(
+    session: Session,
+    *,
+    run_id: str,
+    model_calls: int,
+    tokens_in: int,
+    tokens_out: int,
+    cost_usd: float,
+    now: float,
+) -> None:
+    """Add one model call's usage to the run's totals."""
+    await session.execute(
+        RUNS.update()
+        .where(RUNS.c.id == run_id)
+        .values(
+            model_calls=RUNS.c.model_calls + model_calls,
+            tokens_in=RUNS.c.tokens_in + tokens_in,
+            tokens_out=RUNS.c.tokens_out + tokens_out,
+            cost_usd=RUNS.c.cost_usd + cost_usd,
+            updated_at=now,
+        )
+    )
+
+
+async def claim(
+    session: Session,
+    *,
+    run_id: str,
+    owner: str,
+    now: float,
+    lease_seconds: float,
+    stale_owners: Sequence[str] = (),
+) -> bool:
+    """Take (or renew) the lease on a run.
+
+    Succeeds when nobody holds it, we hold it, it has expired, or its holder is one of
+    ``stale_owners`` (processes known to be dead).
+    """
+    conditions = [RUNS.c.owner.is_(None), RUNS.c.owner == owner, RUNS.c.lease_until < now]
+    if stale_owners:
+        conditions.append(RUNS.c.owner.in_(list(stale_owners)))
+    free = or_(*conditions)
+    stmt = (
+        RUNS.update()
+        .where(and_(RUNS.c.id == run_id, free))
+        .values(owner=owner, lease_until=now + lease_seconds)
+    )
+    return (await session.execute(stmt)).rowcount == 1  # type: ignore[attr-defined,no-any-return]
+
+
+async def release(session: Session, *, run_id: str, owner: str) -> None:
+    """Give up our lease, if we still hold it."""
+    await session.execute(
+        RUNS.update()
+        .where(and_(RUNS.c.id == run_id, RUNS.c.owner == owner))
+        .values(owner=None, lease_until=None)
+    )
+
+
+async def list_claimable(
+    session: Session, *, now: float, limit: int = 100
+) -> list[tuple[str, str | None]]:
+    """Runs that should be moving but nobody is driving: ``(run_id, owner)`` pairs."""
+    stmt = (
+        select(RUNS.c.id, RUNS.c.owner)
+        .where(
+            and_(
+                RUNS.c.status.in_(ACTIVE_STATUSES),
+                or_(RUNS.c.owner.is_(None), RUNS.c.lease_until < now),
+            )
+        )
+        .order_by(RUNS.c.created_at)
+        .limit(limit)
+    )
+    return [(str(r.id), r.owner) for r in (await session.execute(stmt)).all()]
+
+
+async def list_owned_by_others(session: Session, *, owner_prefix: str) -> list[tuple[str, str]]:
+    """Active runs held by other processes whose owner id starts with ``owner_prefix``."""
+    stmt = select(RUNS.c.id, RUNS.c.owner).where(
+        and_(RUNS.c.status.in_(ACTIVE_STATUSES), RUNS.c.owner.startswith(owner_prefix))
+    )
+    return [(str(r.id), r.owner) for r in (await session.execute(stmt)).all()]

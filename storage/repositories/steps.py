@@ -1,0 +1,64 @@
+"""Steps of a run: the plan's units of work and what each produced."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import and_, select
+
+from storage.database import Session
+from storage.models import STEPS, Step
+
+
+async def insert_steps(session: Session, *, rows: list[dict[str, Any]]) -> None:
+    """Insert the steps of a plan (one statement)."""
+    if rows:
+        await session.execute(STEPS.insert().values(rows))
+
+
+async def get_steps(session: Session, *, run_id: str) -> list[Step]:
+    """All steps of a run in plan order."""
+    stmt = select(STEPS).where(STEPS.c.run_id == run_id).order_by(STEPS.c.position)
+    return [Step.model_validate(dict(r)) for r in (await session.execute(stmt)).mappings()]
+
+
+async def get_step(session: Session, *, run_id: str, step_id: str) -> Step | None:
+    """One step, or None."""
+    stmt = select(STEPS).where(and_(STEPS.c.run_id == run_id, STEPS.c.step_id == step_id))
+    row = (await session.execute(stmt)).mappings().first()
+    return Step.model_validate(dict(row)) if row is not None else None
+
+
+async def update_step(
+    session: Session, *, run_id: str, step_id: str, values: dict[str, Any]
+) -> None:
+    """Set columns of one step."""
+    await session.execute(
+        STEPS.update()
+        .where(and_(STEPS.c.run_id == run_id, STEPS.c.step_id == step_id))
+        .values(**values)
+    )
+
+
+async def add_usage(
+    session: Session,
+    *,
+    run_id: str,
+    step_id: str,
+    tokens_in: int,
+    tokens_out: int,
+    cost_usd: float,
+    values: dict[str, Any] | None = None,
+) -> None:
+    """Add one model call's usage to a step, setting ``values`` in the same statement."""
+    await session.execute(
+        STEPS.update()
+        .where(and_(STEPS.c.run_id == run_id, STEPS.c.step_id == step_id))
+        .values(
+            model_calls=STEPS.c.model_calls + 1,
+            tokens_in=STEPS.c.tokens_in + tokens_in,
+            tokens_out=STEPS.c.tokens_out + tokens_out,
+            cost_usd=STEPS.c.cost_usd + cost_usd,
+            **(values or {}),
+        )
+    )
