@@ -55,7 +55,7 @@ from agents.registry import Registry
 from agents.retry import with_retries
 from agents.runtime import Done, Failed, Outcome, Parked, StepRunner, step_context
 from agents.settings import Limits, Settings
-from storage.database import Database
+from storage.database import Database, DatabaseUnavailable
 from storage.models import APPROVALS, HANDOFFS, Approval, Handoff, Run, Step
 from storage.repositories import audit, handoffs, runs, steps
 
@@ -296,11 +296,18 @@ class Engine:
             return await self._execute(state)
         except asyncio.CancelledError:
             raise
+        except DatabaseUnavailable as exc:
+            # Nothing can be recorded now; the run stays as committed and resumes later.
+            log.warning("run %s interrupted, database unavailable: %s", run_id, exc)
+            return RunSummary(run_id, "interrupted", f"The database is unavailable: {exc}")
         except Exception as exc:  # never leave a run spinning on a bug: fail it, say why
             log.exception("run %s crashed", run_id)
-            state = RunState(run_id, "", None, Limits(), RunBudget(Limits()))
+            async with self.svc.db.transaction() as session:
+                run = await runs.get_run(session, run_id=run_id)
+                rows = await steps.get_steps(session, run_id=run_id)
+            assert run is not None
             return await self._finish(
-                state, "failed", f"Internal error: {type(exc).__name__}: {exc}"
+                _state(run, rows), "failed", f"Internal error: {type(exc).__name__}: {exc}"
             )
         finally:
             heartbeat.cancel()

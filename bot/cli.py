@@ -226,7 +226,7 @@ async def _follow(engine: Engine, console: Console, run_id: str, mode: str) -> i
     skipped: set[str] = set()
     while True:
         summary = await engine.wait(run_id)
-        if summary.status != "waiting" and summary.status not in ("running", "planning"):
+        if summary.status in ("done", "failed", "cancelled", "rejected"):
             async with engine.svc.db.transaction() as session:
                 run = await runs.get_run(session, run_id=run_id)
                 rows = await steps.get_steps(session, run_id=run_id)
@@ -235,6 +235,10 @@ async def _follow(engine: Engine, console: Console, run_id: str, mode: str) -> i
             for line in summary_table(run, rows):
                 console.write(line)
             return EXIT_OK if summary.status == "done" else EXIT_FAILED
+        if summary.status == "interrupted":
+            console.write(f"Run {run_id} was interrupted: {summary.error}")
+            console.write(f"It continues where it stopped with: baton resume {run_id}")
+            return EXIT_FAILED
         if summary.status in ("running", "planning"):
             # Another process holds the run: watch until it lets go.
             await asyncio.sleep(1.0)
