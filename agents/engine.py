@@ -38,6 +38,7 @@ from agents.events import (
     ApprovalDecided,
     EventBus,
     HandoffAnswered,
+    HandoffRequested,
     PlanReady,
     RunFinished,
     RunStarted,
@@ -55,9 +56,10 @@ from agents.registry import Registry
 from agents.retry import with_retries
 from agents.runtime import Done, Failed, Outcome, Parked, StepRunner, step_context
 from agents.settings import Limits, Settings
+from agents.summaries import handoff_summary
 from storage.database import Database, DatabaseUnavailable
 from storage.models import APPROVALS, HANDOFFS, Approval, Handoff, Run, Step
-from storage.repositories import audit, handoffs, runs, steps
+from storage.repositories import approvals, audit, handoffs, runs, steps, tool_calls
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +67,8 @@ TERMINAL = ("done", "failed", "cancelled", "rejected")
 WAITING_STEP = ("waiting_approval", "waiting_human", "outcome_unknown")
 FINISHED_STEP = ("done", "skipped")
 POLL_S = 1.0
+#: Handoff states that carry news for the step (a result, or the step given back).
+HANDED_BACK = ("answered", "returned")
 
 
 @dataclass
@@ -507,7 +511,7 @@ class Engine:
             )
             h = await session.execute(
                 select(HANDOFFS.c.step_id).where(
-                    and_(HANDOFFS.c.run_id == run_id, HANDOFFS.c.status == "answered")
+                    and_(HANDOFFS.c.run_id == run_id, HANDOFFS.c.status.in_(HANDED_BACK))
                 )
             )
             return set(a.scalars()) | set(h.scalars())
@@ -558,7 +562,7 @@ class Engine:
             answered = await session.execute(
                 select(func.count())
                 .select_from(HANDOFFS)
-                .where(and_(HANDOFFS.c.run_id == state.run_id, HANDOFFS.c.status == "answered"))
+                .where(and_(HANDOFFS.c.run_id == state.run_id, HANDOFFS.c.status.in_(HANDED_BACK)))
             )
             pending_ids = tuple(pending_a.scalars())
             open_ids = tuple(open_h.scalars())
@@ -688,6 +692,132 @@ class Engine:
                 at=now,
                 actor=actor,
                 action="handoff.answered",
+                run_id=handoff.run_id,
+                subject=handoff_id,
+            )
+            await runs.set_status_if(
+                session, run_id=handoff.run_id, expected=["waiting"], values={"status": "running"}
+            )
+        await self.bus.publish(HandoffAnswered(handoff.run_id, handoff_id, handoff.step_id, actor))
+        self.drive(handoff.run_id)
+        return handoff
+
+    async def take_over(
+        self, approval_id: str, *, actor: str, digest: str | None = None
+    ) -> Handoff:
+        """A person takes a waiting action over: the step is theirs, with a full summary.
+
+        Their result (``answer_handoff``) becomes the step's output; ``return_handoff`` gives
+        the step back to the agent with their note.
+        """
+        now = self.svc.clock()
+        async with self.svc.db.transaction() as session:
+            approval = await approvals.get(session, approval_id=approval_id)
+            if approval is None:
+                raise NotFound(f"There is no approval {approval_id!r}.")
+            won = await approvals.decide(
+                session,
+                approval_id=approval_id,
+                digest=digest or approval.digest,
+                values={
+                    "status": "taken_over",
+                    "decided_by": actor,
+                    "decided_at": now,
+                    "consumed_at": now,
+                },
+            )
+            if not won:
+                latest = await approvals.get(session, approval_id=approval_id)
+                assert latest is not None
+                if latest.status == "pending":
+                    raise ApprovalError("The action changed since it was shown to you; look again.")
+                who = f" by {latest.decided_by}" if latest.decided_by else ""
+                raise ApprovalError(f"This was already {latest.status}{who}.")
+            run = await runs.get_run(session, run_id=approval.run_id)
+            step = await steps.get_step(session, run_id=approval.run_id, step_id=approval.step_id)
+            assert run is not None
+            assert step is not None
+            calls = await tool_calls.list_for_run(
+                session, run_id=approval.run_id, step_id=approval.step_id
+            )
+            handoff_id = new_id("h")
+            summary = handoff_summary(
+                goal=run.goal, step=step, calls=calls, pending_action=approval.action
+            )
+            values = {
+                "id": handoff_id,
+                "run_id": approval.run_id,
+                "step_id": approval.step_id,
+                "kind": "to_human",
+                "from_agent": step.agent,
+                "ref": f"takeover:{approval_id}",
+                "question": f"{actor} took over '{step.title}': do it and submit the result, "
+                "or return it to the agent.",
+                "summary": summary,
+                "status": "open",
+                "created_at": now,
+            }
+            await handoffs.insert(session, values=values)
+            await steps.update_step(
+                session,
+                run_id=approval.run_id,
+                step_id=approval.step_id,
+                values={"status": "waiting_human"},
+            )
+            await audit.append(
+                session,
+                at=now,
+                actor=actor,
+                action="approval.taken_over",
+                run_id=approval.run_id,
+                subject=approval_id,
+            )
+        await self.bus.publish(
+            ApprovalDecided(
+                approval.run_id, approval_id, approval.step_id, "taken_over", actor, None, False
+            )
+        )
+        await self.bus.publish(
+            HandoffRequested(
+                approval.run_id,
+                handoff_id,
+                approval.step_id,
+                "human",
+                str(values["question"]),
+                summary,
+            )
+        )
+        self.drive(approval.run_id)
+        return Handoff.model_validate(values)
+
+    async def return_handoff(self, handoff_id: str, *, actor: str, note: str = "") -> Handoff:
+        """Give a handed-off step back to its agent, with an optional note."""
+        now = self.svc.clock()
+        async with self.svc.db.transaction() as session:
+            handoff = await handoffs.get(session, handoff_id=handoff_id)
+            if handoff is None:
+                raise NotFound(f"There is no handoff {handoff_id!r}.")
+            won = await handoffs.close_if(
+                session,
+                handoff_id=handoff_id,
+                expected="open",
+                values={
+                    "status": "returned",
+                    "answered_by": actor,
+                    "answer": note.strip() or None,
+                    "answered_at": now,
+                },
+            )
+            if not won:
+                raise ApprovalError(
+                    f"This handoff was already {handoff.status}"
+                    + (f" by {handoff.answered_by}." if handoff.answered_by else ".")
+                )
+            await audit.append(
+                session,
+                at=now,
+                actor=actor,
+                action="handoff.returned",
                 run_id=handoff.run_id,
                 subject=handoff_id,
             )

@@ -24,6 +24,7 @@ from agents.ids import new_id
 from agents.model import ModelReply, ToolCallRequest
 from agents.playbook import render, render_value
 from agents.retry import with_retries
+from agents.summaries import handoff_summary
 from agents.tools import Risk, Tool, ToolContext
 from storage.models import Approval, Step
 from storage.repositories import approvals, handoffs, runs, steps, tool_calls
@@ -116,7 +117,7 @@ class StepRunner:
         key = f"{self.run_id}:{step.step_id}:tool"
         gated = step.needs_approval or self._gated(tool)
         result = await self._call(tool, args, key=key, call_id="tool", gated=gated)
-        if isinstance(result, Parked):
+        if isinstance(result, Parked | Done):
             return result
         if isinstance(result, _Rejection):
             return Rejected(result.reason)
@@ -258,7 +259,9 @@ class StepRunner:
         base = f"{self.run_id}:{self.step.step_id}:{epoch}:{turn}"
         for i, call in enumerate(calls):
             if call.name == HANDOFF_TO_HUMAN:
-                return await self._handoff_to_human(call, key=f"{base}:{i}", agent=agent_name)
+                return await self._handoff_to_human(
+                    call, calls, key=f"{base}:{i}", agent=agent_name
+                )
             if call.name == HANDOFF_TO_AGENT:
                 return await self._handoff_to_agent(call, agent_name, epoch)
         agent = self.svc.registry.agent(agent_name)
@@ -266,6 +269,10 @@ class StepRunner:
         results = await asyncio.gather(
             *(self._agent_call(call, allowed, key=f"{base}:{i}") for i, call in enumerate(calls))
         )
+        # A person who took a call over did the whole step: their result is its output.
+        for r in results:
+            if isinstance(r, Done):
+                return r
         parked = [r for r in results if isinstance(r, Parked)]
         if parked:
             return parked[0]
@@ -282,7 +289,7 @@ class StepRunner:
 
     async def _agent_call(
         self, call: ToolCallRequest, allowed: dict[str, Tool], *, key: str
-    ) -> _Result | Parked:
+    ) -> _Result | Parked | Done:
         tool = allowed.get(call.name)
         if tool is None:
             names = ", ".join(sorted(n for n in allowed if not allowed[n].control)) or "none"
@@ -314,7 +321,7 @@ class StepRunner:
     # ---- the ledger: approval, intent, call, result ---------------------------------------
     async def _call(
         self, tool: Tool, args: dict[str, Any], *, key: str, call_id: str, gated: bool
-    ) -> _Result | Parked | _Rejection:
+    ) -> _Result | Parked | Done | _Rejection:
         async with self.svc.db.transaction() as session:
             row = await tool_calls.get_by_key(session, key=key)
             found = await approvals.find_for_step(
@@ -340,6 +347,8 @@ class StepRunner:
                 )
             if approval.status == "pending":
                 return Parked(approval.id)
+            if approval.status == "taken_over":
+                return await self._taken_over(approval)
             if approval.status != "approved":
                 await self._consume(approval)
                 return _Rejection(approval.reason or "no reason given")
@@ -419,7 +428,7 @@ class StepRunner:
 
     async def _unknown_outcome(
         self, tool: Tool, args: dict[str, Any], key: str, call_id: str
-    ) -> _Result | Parked:
+    ) -> _Result | Parked | Done:
         async with self.svc.db.transaction() as session:
             found = await approvals.find_for_step(
                 session,
@@ -439,7 +448,12 @@ class StepRunner:
             )
         if approval.status == "pending":
             return Parked(approval.id)
-        if approval.status == "approved":  # a person said: make the call again
+        if approval.status == "taken_over":
+            taken = await self._taken_over(approval)
+            if not isinstance(taken, _Rejection):
+                return taken
+            approval.reason = taken.reason
+        elif approval.status == "approved":  # a person said: make the call again
             return await self._execute(tool, args, key, call_id, intent=True, approval=approval)
         note = approval.reason or "not retried"
         async with self.svc.db.transaction() as session:
@@ -542,7 +556,12 @@ class StepRunner:
         assert latest is not None
         if latest.status == "pending":
             return Parked(latest.id)
-        if latest.status == "approved":
+        if latest.status == "taken_over":
+            taken = await self._taken_over(latest)
+            if not isinstance(taken, _Rejection):
+                return taken
+            latest.reason = taken.reason
+        elif latest.status == "approved":
             await self._consume(latest)
             edited = (latest.edited or {}).get("draft")
             return Done(edited if isinstance(edited, str) else draft)
@@ -557,10 +576,41 @@ class StepRunner:
         self.step.transcript = transcript
         return transcript
 
+    async def _taken_over(self, approval: Approval) -> Parked | Done | _Rejection:
+        """A person took this checkpoint over: wait for them, use their result, or continue."""
+        async with self.svc.db.transaction() as session:
+            found = await handoffs.list_handoffs(
+                session, run_id=self.run_id, step_id=self.step.step_id
+            )
+        handoff = next((h for h in reversed(found) if h.ref == f"takeover:{approval.id}"), None)
+        if handoff is None or handoff.status == "open":
+            return Parked(handoff.id if handoff else approval.id)
+        if handoff.status in ("returned", "handed_back"):
+            await self._close_handoff(handoff.id, handoff.status)
+            note = handoff.answer or "no note"
+            return _Rejection(f"a person took this over, then handed it back: {note}")
+        await self._close_handoff(handoff.id, "answered")
+        return Done(handoff.answer or "")
+
+    async def _close_handoff(self, handoff_id: str, expected: str) -> None:
+        # answered → closed, returned → handed_back: final states that still say which it was,
+        # so a resume after a crash takes the same branch again.
+        final = {"answered": "closed", "returned": "handed_back"}.get(expected, expected)
+        async with self.svc.db.transaction() as session:
+            await handoffs.close_if(
+                session, handoff_id=handoff_id, expected=expected, values={"status": final}
+            )
+            await steps.update_step(
+                session,
+                run_id=self.run_id,
+                step_id=self.step.step_id,
+                values={"status": "running"},
+            )
+
     # ---- handoffs ---------------------------------------------------------------------------
     async def _handoff_to_human(
-        self, call: ToolCallRequest, *, key: str, agent: str
-    ) -> Parked | Done:
+        self, call: ToolCallRequest, calls: list[ToolCallRequest], *, key: str, agent: str
+    ) -> Parked | Done | list[dict[str, Any]]:
         async with self.svc.db.transaction() as session:
             existing = await handoffs.list_handoffs(
                 session, run_id=self.run_id, step_id=self.step.step_id
@@ -576,11 +626,21 @@ class StepRunner:
             return await self.open_handoff(question, summary, agent=agent, ref=key)
         if current.status == "open":
             return Parked(current.id)
-        if current.status == "answered":
-            async with self.svc.db.transaction() as session:
-                await handoffs.close_if(
-                    session, handoff_id=current.id, expected="answered", values={"status": "closed"}
-                )
+        if current.status in ("answered", "returned"):
+            await self._close_handoff(current.id, current.status)
+        if current.status in ("returned", "handed_back"):
+            note = current.answer or "no note"
+            return [
+                {
+                    "role": "tool",
+                    "tool_call_id": c.id,
+                    "content": f"The person handed the step back to you without doing it. "
+                    f"Their note: {note}"
+                    if c.id == call.id
+                    else "Not run: the step was with a person.",
+                }
+                for c in calls
+            ]
         return Done(current.answer or "")
 
     async def open_handoff(
@@ -619,23 +679,13 @@ class StepRunner:
 
     async def handoff_summary(self, agent_summary: str) -> str:
         """Goal, the step, the evidence from earlier steps, and the calls made so far."""
-        context = self.step.context or {}
-        lines = [f"Goal: {self.state.goal}", f"Step: {self.step.title}"]
-        if agent_summary:
-            lines.append(f"Agent's summary: {agent_summary}")
-        for dep_id, dep in (context.get("dependencies") or {}).items():
-            lines.append(
-                f"Evidence from '{dep.get('title', dep_id)}': {str(dep.get('output'))[:1500]}"
-            )
         async with self.svc.db.transaction() as session:
             calls = await tool_calls.list_for_run(
                 session, run_id=self.run_id, step_id=self.step.step_id
             )
-        for c in calls:
-            lines.append(
-                f"Did: {c.tool}({json.dumps(c.arguments)[:300]}) → {c.status}: {(c.result or '')[:300]}"
-            )
-        return "\n".join(lines)
+        return handoff_summary(
+            goal=self.state.goal, step=self.step, calls=calls, agent_summary=agent_summary
+        )
 
     async def _handoff_to_agent(
         self, call: ToolCallRequest, from_agent: str, epoch: int

@@ -136,7 +136,7 @@ class Approval(SQLModel, table=True):
     action: dict[str, Any] | None = _json()
     digest: str = Field(max_length=64)
     risk: str = Field(max_length=16)
-    #: pending | approved | rejected | expired
+    #: pending | approved | rejected | expired | taken_over
     status: str = Field(max_length=16)
     requested_by: str | None = Field(default=None, max_length=200)
     decided_by: str | None = Field(default=None, max_length=200)
@@ -165,7 +165,7 @@ class Handoff(SQLModel, table=True):
     ref: str | None = Field(default=None, max_length=200)
     question: str | None = _text()
     summary: str | None = _text()
-    #: open | answered | returned | closed
+    #: open | answered → closed (result used) | returned → handed_back (given back to the agent)
     status: str = Field(max_length=16)
     answered_by: str | None = Field(default=None, max_length=200)
     answer: str | None = _text()

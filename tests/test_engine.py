@@ -130,7 +130,9 @@ async def test_edit_is_validated_and_digest_is_bound(db_url: str, ledger: Path):
     [pending] = await _pending(engine, run_id)
     with pytest.raises(ApprovalError, match="Invalid arguments for send_message"):
         await engine.decide(
-            DecisionRequest(pending.id, "approve", "u1", arguments={"to": "x"}, digest=pending.digest)
+            DecisionRequest(
+                pending.id, "approve", "u1", arguments={"to": "x"}, digest=pending.digest
+            )
         )
     with pytest.raises(ApprovalError, match="changed since"):
         await engine.decide(DecisionRequest(pending.id, "approve", "u1", digest="0" * 64))
@@ -150,7 +152,9 @@ async def test_live_lease_keeps_a_second_engine_out(db_url: str, ledger: Path):
         seen.append(event)
 
     b.bus.subscribe(collect)
-    plan = Plan(steps=[PlanStep(id="wait", title="Wait", tool="sleep_for", arguments={"seconds": 0.5})])
+    plan = Plan(
+        steps=[PlanStep(id="wait", title="Wait", tool="sleep_for", arguments={"seconds": 0.5})]
+    )
     run_id = await a.start_plan("sleep", plan)
     await asyncio.sleep(0.1)
     summary = await b.drive(run_id)  # cannot claim: a holds a live lease
@@ -180,3 +184,36 @@ async def test_migrations_are_versioned_and_idempotent(db_url: str):
         assert await runs.list_runs(s) == []
     assert [r["version"] for r in rows] == list(range(1, LATEST_VERSION + 1))
     await db.close()
+
+
+async def test_take_over_then_submit_result(db_url: str, ledger: Path):
+    engine = await _engine(db_url)
+    run_id = await engine.start_plan("send hello", _send_plan())
+    await engine.wait(run_id)
+    [pending] = await _pending(engine, run_id)
+    handoff = await engine.take_over(pending.id, actor="slack:U2", digest=pending.digest)
+    assert "Goal: send hello" in (handoff.summary or "")
+    assert "Waiting action: send_message" in (handoff.summary or "")
+    assert (await engine.wait(run_id)).status == "waiting"
+    with pytest.raises(ApprovalError, match="already taken_over by slack:U2"):
+        await engine.decide(DecisionRequest(pending.id, "approve", "u3"))
+    await engine.answer_handoff(handoff.id, actor="slack:U2", answer="I phoned the CTO instead")
+    assert (await engine.wait(run_id)).status == "done"
+    async with engine.svc.db.transaction() as s:
+        run = await runs.get_run(s, run_id=run_id)
+    assert run is not None and run.status == "done"
+    assert _ledger(ledger) == []  # the person did it; the tool never ran
+    await _close(engine)
+
+
+async def test_take_over_then_return(db_url: str, ledger: Path):
+    engine = await _engine(db_url)
+    run_id = await engine.start_plan("send hello", _send_plan())
+    await engine.wait(run_id)
+    [pending] = await _pending(engine, run_id)
+    handoff = await engine.take_over(pending.id, actor="slack:U2")
+    await engine.return_handoff(handoff.id, actor="slack:U2", note="not my job")
+    summary = await engine.wait(run_id)
+    assert summary.status == "rejected" and "not my job" in (summary.error or "")
+    assert _ledger(ledger) == []
+    await _close(engine)

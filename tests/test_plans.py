@@ -25,7 +25,13 @@ def _plan(*steps: dict) -> Plan:
 def test_valid_plan_has_no_problems(registry):
     plan = _plan(
         {"id": "a", "title": "A", "agent": "researcher"},
-        {"id": "b", "title": "B", "tool": "lookup", "arguments": {"topic": "x"}, "depends_on": ["a"]},
+        {
+            "id": "b",
+            "title": "B",
+            "tool": "lookup",
+            "arguments": {"topic": "x"},
+            "depends_on": ["a"],
+        },
     )
     assert problems(plan, registry, max_steps=5) == []
 
