@@ -125,7 +125,7 @@ class Engine:
         self, goal: str, *, requester: str | None = None, origin: dict[str, Any] | None = None
     ) -> str:
         """Record a new run for ``goal`` (to be planned by the model) and start driving it."""
-        goal = _clean_goal(goal, self.svc.settings.limits.max_goal_chars)
+        goal = clean_goal(goal, self.svc.settings.limits.max_goal_chars)
         run_id = await self._create(goal, "goal", requester, origin, plan=None, playbook=None)
         self.drive(run_id)
         return run_id
@@ -141,7 +141,7 @@ class Engine:
         origin: dict[str, Any] | None = None,
     ) -> str:
         """Record a run with a ready plan (a playbook's) and start driving it."""
-        goal = _clean_goal(goal, self.svc.settings.limits.max_goal_chars)
+        goal = clean_goal(goal, self.svc.settings.limits.max_goal_chars)
         run_id = await self._create(
             goal, "playbook", requester, origin, plan=plan, playbook=playbook, inputs=inputs
         )
@@ -857,7 +857,8 @@ class Engine:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def _clean_goal(goal: str, limit: int) -> str:
+def clean_goal(goal: str, limit: int) -> str:
+    """The goal, stripped; a clear :class:`PlanError` if it is empty or too long."""
     goal = (goal or "").strip()
     if not goal:
         raise PlanError("The goal is empty: say what you want done, e.g. 'research Acme'.")

@@ -70,6 +70,20 @@ def load_playbook(path: str | Path) -> Playbook:
     return parse_playbook(raw.decode("utf-8", errors="replace"), source=str(p))
 
 
+def find_playbook(name: str, directory: str | Path) -> Path:
+    """The file of the playbook called ``name`` in ``directory`` (``NAME.yaml`` or ``.yml``)."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}", name) or ".." in name:
+        raise PlaybookError(f"{name!r} is not a playbook name (letters, digits, - _ .).")
+    folder = Path(directory)
+    for suffix in (".yaml", ".yml"):
+        path = folder / f"{name}{suffix}"
+        if path.is_file():
+            return path
+    known = sorted(p.stem for p in folder.glob("*.y*ml")) if folder.is_dir() else []
+    listing = ", ".join(known) if known else "none"
+    raise PlaybookError(f"There is no playbook {name!r} in {folder}/. Playbooks: {listing}.")
+
+
 def parse_playbook(text: str, *, source: str = "playbook") -> Playbook:
     """Parse YAML text into a :class:`Playbook` with errors that name file and line."""
     try:

@@ -31,6 +31,8 @@ class Settings:
     model: str = DEFAULT_MODEL
     planner_model: str | None = None
     plugins: tuple[str, ...] = ()
+    #: Where named playbooks live (``/orchestrate playbook NAME`` reads NAME.yaml from here).
+    playbook_dir: str = "playbooks"
     limits: Limits = field(default_factory=Limits)
     #: Steps running at once across all runs of this process.
     concurrency: int = 16
@@ -63,6 +65,7 @@ class Settings:
             model=env.get("BATON_MODEL") or base.model,
             planner_model=env.get("BATON_PLANNER_MODEL") or None,
             plugins=tuple(p.strip() for p in env.get("BATON_PLUGINS", "").split(",") if p.strip()),
+            playbook_dir=env.get("BATON_PLAYBOOK_DIR") or base.playbook_dir,
             limits=limits,
             concurrency=_int(env, "BATON_CONCURRENCY", base.concurrency),
             model_retries=_int(env, "BATON_MODEL_RETRIES", base.model_retries),

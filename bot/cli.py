@@ -67,7 +67,27 @@ def _parser() -> argparse.ArgumentParser:
     cancel = sub.add_parser("cancel", help="cancel a run")
     cancel.add_argument("run_id")
 
-    serve = sub.add_parser("serve", help="keep running: resume runs and continue decided ones")
+    serve = sub.add_parser(
+        "serve",
+        help="serve Slack (Socket Mode if SLACK_APP_TOKEN is set, else HTTP) and drive runs",
+    )
+    how = serve.add_mutually_exclusive_group()
+    how.add_argument(
+        "--socket",
+        action="store_const",
+        const="socket",
+        dest="mode",
+        help="Socket Mode (needs SLACK_APP_TOKEN)",
+    )
+    how.add_argument(
+        "--http",
+        action="store_const",
+        const="http",
+        dest="mode",
+        help="HTTP on /slack/events (needs SLACK_SIGNING_SECRET)",
+    )
+    serve.add_argument("--port", type=int, default=None, help="HTTP port (default 3000)")
+    serve.add_argument("--host", default="0.0.0.0", help="HTTP address to bind")
     serve.add_argument("--once", action="store_true", help="resume what is due, then exit")
     return p
 
@@ -304,7 +324,9 @@ async def _wait_for_decision(engine: Engine, run_id: str) -> None:
             return
 
 
-def _say_waiting(console: Console, run_id: str, pending: Sequence[Any], open_: Sequence[Any]) -> None:
+def _say_waiting(
+    console: Console, run_id: str, pending: Sequence[Any], open_: Sequence[Any]
+) -> None:
     from bot.console import render_action
 
     console.write("")
@@ -313,9 +335,7 @@ def _say_waiting(console: Console, run_id: str, pending: Sequence[Any], open_: S
         console.write(f"  approval {a.id} (step {a.step_id}):")
         for line in render_action(a):
             console.write(f"      {line}")
-        console.write(
-            f"    decide: baton approve {a.id}   |   baton reject {a.id} --reason '...'"
-        )
+        console.write(f"    decide: baton approve {a.id}   |   baton reject {a.id} --reason '...'")
     for h in open_:
         console.write(f"  handoff {h.id} (step {h.step_id}): {h.question}")
         console.write(f"    answer: baton answer {h.id} 'the result'")
@@ -335,7 +355,7 @@ async def _cmd_runs(args: argparse.Namespace) -> int:
         await db.close()
     out = sys.stdout
     if not rows:
-        out.write("No runs yet. Start one: baton run \"research Acme\"\n")
+        out.write('No runs yet. Start one: baton run "research Acme"\n')
         return EXIT_OK
     out.write(f"{'run':<14} {'status':<10} {'calls':>5} {'cost':>9}  goal\n")
     for r in rows:
@@ -541,14 +561,22 @@ async def _cmd_cancel(args: argparse.Namespace) -> int:
 
 
 async def _cmd_serve(args: argparse.Namespace) -> int:
+    from agents.settings import Settings
     from bot.console import Console
+    from bot.serve import serve
+    from bot.settings import SlackSettings
     from bot.worker import serve_engine
 
+    settings = Settings.from_env()
+    slack = SlackSettings.from_env()
     engine = await _engine(check=_models_for_resume())
     console = Console()
     engine.bus.subscribe(console.on_event)
     try:
-        await serve_engine(engine, once=args.once)
+        if args.once:
+            await serve_engine(engine, once=True)
+        else:
+            await serve(engine, settings, slack, mode=args.mode, host=args.host, port=args.port)
     finally:
         await engine.close()
         await engine.svc.db.close()

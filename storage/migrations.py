@@ -21,6 +21,8 @@ from storage.models import (
     HANDOFFS,
     RUNS,
     SCHEMA_VERSION,
+    SLACK_EVENTS,
+    SLACK_MESSAGES,
     STEPS,
     TOOL_CALLS,
 )
@@ -39,8 +41,13 @@ def _v1_core_tables(conn: Connection) -> None:
     SQLModel.metadata.create_all(conn, tables=tables, checkfirst=True)
 
 
+def _v2_slack_tables(conn: Connection) -> None:
+    SQLModel.metadata.create_all(conn, tables=[SLACK_EVENTS, SLACK_MESSAGES], checkfirst=True)
+
+
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "core tables: runs, steps, tool calls, approvals, handoffs, audit log", _v1_core_tables),
+    (2, "slack: delivered events (dedupe), posted messages", _v2_slack_tables),
 ]
 
 

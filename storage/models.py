@@ -200,3 +200,37 @@ APPROVALS = _table(Approval)
 HANDOFFS = _table(Handoff)
 AUDIT_LOG = _table(AuditEntry)
 SCHEMA_VERSION = _table(SchemaVersion)
+
+
+class SlackEvent(SQLModel, table=True):
+    """An Events API delivery already handled (dedupe by ``event_id``, not retry headers)."""
+
+    __tablename__ = "slack_events"
+
+    event_id: str = Field(primary_key=True, max_length=64)
+    team_id: str | None = Field(default=None, max_length=32)
+    received_at: float
+
+
+class SlackMessage(SQLModel, table=True):
+    """Where Baton posted something it may need to edit later (a card, an approval...)."""
+
+    __tablename__ = "slack_messages"
+    __table_args__ = (
+        UniqueConstraint("kind", "ref_id", name="uq_slack_messages_ref"),
+        Index("ix_slack_messages_run", "run_id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: str | None = Field(default=None, max_length=32)
+    #: card | approval | handoff | result
+    kind: str = Field(max_length=16)
+    ref_id: str = Field(max_length=200)
+    team_id: str | None = Field(default=None, max_length=32)
+    channel: str = Field(max_length=32)
+    ts: str = Field(max_length=32)
+    created_at: float
+
+
+SLACK_EVENTS = _table(SlackEvent)
+SLACK_MESSAGES = _table(SlackMessage)
