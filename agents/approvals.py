@@ -16,7 +16,7 @@ from agents.errors import ApprovalError, NotFound, ToolArgumentsError
 from agents.registry import Registry
 from storage.database import Session
 from storage.models import Approval
-from storage.repositories import approvals, audit, runs
+from storage.repositories import approvals, audit, due, runs
 
 Decision = Literal["approve", "reject"]
 MAX_REASON_CHARS = 2_000
@@ -78,6 +78,7 @@ async def decide(
         latest = await approvals.get(session, approval_id=approval.id)
         who = f" by {latest.decided_by}" if latest and latest.decided_by else ""
         raise ApprovalError(f"This was already decided{who}.")
+    await due.cancel(session, ref_id=approval.id)
     await audit.append(
         session,
         at=now,

@@ -26,6 +26,7 @@ from sqlalchemy import and_, func, select
 
 from agents import approvals as approval_rules
 from agents.budget import RunBudget
+from agents.due import DueWork, Timer
 from agents.errors import (
     ApprovalError,
     BatonError,
@@ -46,25 +47,31 @@ from agents.events import (
     StepFailed,
     StepFinished,
     StepInfo,
+    StepScheduled,
+    StepSkipped,
     StepStarted,
 )
+from agents.followups import STEP_WAKE, register_handlers
 from agents.ids import new_id
 from agents.model import ModelClient, ModelReply
-from agents.plan import Plan
+from agents.plan import Plan, step_schedule
 from agents.planner import make_plan
 from agents.registry import Registry
 from agents.retry import with_retries
 from agents.runtime import Done, Failed, Outcome, Parked, StepRunner, step_context
 from agents.settings import Limits, Settings
 from agents.summaries import handoff_summary
+from agents.timing import condition_holds
 from storage.database import Database, DatabaseUnavailable
-from storage.models import APPROVALS, HANDOFFS, Approval, Handoff, Run, Step
-from storage.repositories import approvals, audit, handoffs, runs, steps, tool_calls
+from storage.models import APPROVALS, HANDOFFS, STEPS, Approval, Handoff, Run, Step
+from storage.repositories import approvals, audit, due, handoffs, runs, steps, tool_calls
 
 log = logging.getLogger(__name__)
 
 TERMINAL = ("done", "failed", "cancelled", "rejected")
 WAITING_STEP = ("waiting_approval", "waiting_human", "outcome_unknown")
+#: A follow-up step waiting for its time (woken by due work, not by a person).
+SCHEDULED_STEP = "scheduled"
 FINISHED_STEP = ("done", "skipped")
 POLL_S = 1.0
 #: Handoff states that carry news for the step (a result, or the step given back).
@@ -81,6 +88,8 @@ class Services:
     model: ModelClient
     bus: EventBus
     clock: Callable[[], float] = time.time
+    #: Wakes this process's timer for something newly due (set by the engine).
+    poke: Callable[[float], None] = lambda _at: None
 
 
 @dataclass
@@ -119,14 +128,47 @@ class Engine:
         self._drivers: dict[str, asyncio.Task[RunSummary]] = {}
         self._wake: dict[str, asyncio.Event] = {}
         self._slots = asyncio.Semaphore(max(1, svc.settings.concurrency))
+        self.due = DueWork(
+            svc.db,
+            self.owner,
+            clock=svc.clock,
+            lease_s=svc.settings.lease_s,
+            grace_s=svc.settings.missed_grace_s,
+        )
+        self.timer: Timer | None = None
+        svc.poke = self.poke
+        register_handlers(self)
+
+    # ---- time -------------------------------------------------------------------------------
+    def start_timer(self) -> Timer:
+        """Start waking up for due work (follow-ups, reminders, schedules) in this process."""
+        if self.timer is None:
+            self.timer = Timer(self.due)
+            self.timer.start()
+        return self.timer
+
+    def poke(self, due_at: float) -> None:
+        """Something was scheduled for ``due_at``: make sure this process wakes up for it."""
+        if self.timer is not None:
+            self.timer.poke(due_at)
 
     # ---- starting runs ----------------------------------------------------------------------
     async def start_goal(
-        self, goal: str, *, requester: str | None = None, origin: dict[str, Any] | None = None
+        self,
+        goal: str,
+        *,
+        requester: str | None = None,
+        origin: dict[str, Any] | None = None,
+        run_id: str | None = None,
     ) -> str:
-        """Record a new run for ``goal`` (to be planned by the model) and start driving it."""
+        """Record a new run for ``goal`` (to be planned by the model) and start driving it.
+
+        With ``run_id`` given, starting the same run twice starts it once.
+        """
         goal = clean_goal(goal, self.svc.settings.limits.max_goal_chars)
-        run_id = await self._create(goal, "goal", requester, origin, plan=None, playbook=None)
+        run_id = await self._create(
+            goal, "goal", requester, origin, plan=None, playbook=None, run_id=run_id
+        )
         self.drive(run_id)
         return run_id
 
@@ -139,11 +181,19 @@ class Engine:
         inputs: dict[str, str] | None = None,
         requester: str | None = None,
         origin: dict[str, Any] | None = None,
+        run_id: str | None = None,
     ) -> str:
         """Record a run with a ready plan (a playbook's) and start driving it."""
         goal = clean_goal(goal, self.svc.settings.limits.max_goal_chars)
         run_id = await self._create(
-            goal, "playbook", requester, origin, plan=plan, playbook=playbook, inputs=inputs
+            goal,
+            "playbook",
+            requester,
+            origin,
+            plan=plan,
+            playbook=playbook,
+            inputs=inputs,
+            run_id=run_id,
         )
         self.drive(run_id)
         return run_id
@@ -158,11 +208,15 @@ class Engine:
         plan: Plan | None,
         playbook: str | None,
         inputs: dict[str, str] | None = None,
+        run_id: str | None = None,
     ) -> str:
         now = self.svc.clock()
-        run_id = new_id("r")
+        fixed = run_id is not None
+        run_id = run_id or new_id("r")
         lim = self.svc.settings.limits
         async with self.svc.db.transaction() as session:
+            if fixed and await runs.get_run(session, run_id=run_id) is not None:
+                return run_id  # already started (a retried firing)
             await runs.create_run(
                 session,
                 values={
@@ -383,6 +437,8 @@ class Engine:
                     if sid in tasks:
                         continue
                     if step.status == "pending" and self._ready(state, step):
+                        if await self._hold_or_skip(state, step):
+                            continue
                         await self._start_step(state, step)
                         tasks[sid] = self._spawn(state, step)
                     elif step.status == "running":
@@ -396,10 +452,16 @@ class Engine:
                 if not tasks:
                     if all(s.status in FINISHED_STEP for s in state.steps.values()):
                         return await self._finish(state, "done", None)
+                    if any(
+                        s.status == "pending" and self._ready(state, s)
+                        for s in state.steps.values()
+                    ):
+                        continue  # a skip just made more steps ready
                     parked = await self._park(state)
                     if parked is not None:
                         return parked
                     recheck = {k for k, s in state.steps.items() if s.status in WAITING_STEP}
+                    await self._refresh_scheduled(state)
                     continue
                 waiter = asyncio.create_task(wake.wait())
                 done, _ = await asyncio.wait(
@@ -422,6 +484,7 @@ class Engine:
                     if await self._cancel_requested(state.run_id):
                         return await self._finish(state, "cancelled", "Cancelled on request.")
                     recheck |= await self._decided(state.run_id) & parked_now
+                    await self._refresh_scheduled(state)
         finally:
             for task in tasks.values():
                 task.cancel()
@@ -441,6 +504,76 @@ class Engine:
             for d in step.depends_on or []
             if d in state.steps
         )
+
+    async def _hold_or_skip(self, state: RunState, step: Step) -> bool:
+        """For a ready step: skip it (a dependency was skipped, or its condition fails), or
+        hold it until its follow-up time. True if it must not start now."""
+        now = self.svc.clock()
+        plan = step.schedule or {}
+        reason = None
+        skipped_deps = [
+            d
+            for d in step.depends_on or []
+            if d in state.steps and state.steps[d].status == "skipped"
+        ]
+        if skipped_deps:
+            reason = f"it depends on skipped step {skipped_deps[0]!r}"
+        elif plan.get("only_if"):
+            test = plan["only_if"]
+            source = state.steps.get(str(test.get("step")))
+            if source is not None and not condition_holds(test, source.output or ""):
+                reason = f"its condition on step {test.get('step')!r} did not hold"
+        if reason is not None:
+            async with self.svc.db.transaction() as session:
+                await steps.update_step(
+                    session,
+                    run_id=state.run_id,
+                    step_id=step.step_id,
+                    values={"status": "skipped", "error": reason, "finished_at": now},
+                )
+            step.status, step.error = "skipped", reason
+            await self.bus.publish(StepSkipped(state.run_id, step.step_id, step.title, reason))
+            return True
+        if step.not_before is not None and step.not_before <= now:
+            return False
+        wake_at = step.not_before
+        if wake_at is None and plan.get("after_s") is not None:
+            wake_at = now + float(plan["after_s"])
+        elif wake_at is None and plan.get("at") is not None:
+            wake_at = float(plan["at"])
+        if wake_at is None or wake_at <= now:
+            return False
+        async with self.svc.db.transaction() as session:
+            await steps.update_step(
+                session,
+                run_id=state.run_id,
+                step_id=step.step_id,
+                values={"status": SCHEDULED_STEP, "not_before": wake_at},
+            )
+            await due.add(
+                session,
+                kind=STEP_WAKE,
+                ref_id=f"{state.run_id}:{step.step_id}",
+                due_at=wake_at,
+                now=now,
+                run_id=state.run_id,
+            )
+        step.status, step.not_before = SCHEDULED_STEP, wake_at
+        self.poke(wake_at)
+        await self.bus.publish(StepScheduled(state.run_id, step.step_id, step.title, wake_at))
+        return True
+
+    async def _refresh_scheduled(self, state: RunState) -> None:
+        """Pick up follow-up steps another process (or our timer) has woken or skipped."""
+        waiting = [s for s in state.steps.values() if s.status == SCHEDULED_STEP]
+        if not waiting:
+            return
+        async with self.svc.db.transaction() as session:
+            fresh = {s.step_id: s for s in await steps.get_steps(session, run_id=state.run_id)}
+        for step in waiting:
+            row = fresh.get(step.step_id)
+            if row is not None and row.status != SCHEDULED_STEP:
+                step.status, step.error = row.status, row.error
 
     async def _start_step(self, state: RunState, step: Step) -> None:
         now = self.svc.clock()
@@ -564,9 +697,20 @@ class Engine:
                 .select_from(HANDOFFS)
                 .where(and_(HANDOFFS.c.run_id == state.run_id, HANDOFFS.c.status.in_(HANDED_BACK)))
             )
+            woken = await session.execute(
+                select(func.count())
+                .select_from(STEPS)
+                .where(
+                    and_(
+                        STEPS.c.run_id == state.run_id,
+                        STEPS.c.not_before.is_not(None),
+                        STEPS.c.status == "pending",
+                    )
+                )
+            )
             pending_ids = tuple(pending_a.scalars())
             open_ids = tuple(open_h.scalars())
-            news = int(unacted.scalar_one()) + int(answered.scalar_one())
+            news = int(unacted.scalar_one()) + int(answered.scalar_one()) + int(woken.scalar_one())
             cancel = run is not None and run.cancel_requested
             if news or cancel or not moved:
                 # Undo: keep driving (the transaction still commits, so restore the claim).
@@ -616,6 +760,7 @@ class Engine:
                         values={"status": "cancelled"},
                     )
                     step.status = "cancelled"
+            await due.cancel(session, run_id=state.run_id)
             if status == "cancelled":
                 await session.execute(
                     APPROVALS.update()
@@ -764,6 +909,7 @@ class Engine:
                 step_id=approval.step_id,
                 values={"status": "waiting_human"},
             )
+            await due.cancel(session, ref_id=approval_id)
             await audit.append(
                 session,
                 at=now,
@@ -789,6 +935,48 @@ class Engine:
         )
         self.drive(approval.run_id)
         return Handoff.model_validate(values)
+
+    async def expire_approval(self, approval_id: str) -> bool:
+        """Fail a still-pending approval closed: nothing is done, and the run is told."""
+        now = self.svc.clock()
+        async with self.svc.db.transaction() as session:
+            approval = await approvals.get(session, approval_id=approval_id)
+            if approval is None or approval.status != "pending":
+                return False
+            waited = (now - approval.created_at) / 3600
+            reason = f"nobody decided within {waited:.3g} h, so it expired and nothing was done"
+            won = await approvals.decide(
+                session,
+                approval_id=approval_id,
+                digest=approval.digest,
+                values={
+                    "status": "expired",
+                    "decided_by": "baton",
+                    "decided_at": now,
+                    "reason": reason,
+                },
+            )
+            if not won:
+                return False
+            await due.cancel(session, ref_id=approval_id)
+            await audit.append(
+                session,
+                at=now,
+                actor="baton",
+                action="approval.expired",
+                run_id=approval.run_id,
+                subject=approval_id,
+            )
+            await runs.set_status_if(
+                session, run_id=approval.run_id, expected=["waiting"], values={"status": "running"}
+            )
+        await self.bus.publish(
+            ApprovalDecided(
+                approval.run_id, approval_id, approval.step_id, "expired", "baton", reason, False
+            )
+        )
+        self.drive(approval.run_id)
+        return True
 
     async def return_handoff(self, handoff_id: str, *, actor: str, note: str = "") -> Handoff:
         """Give a handed-off step back to its agent, with an optional note."""
@@ -851,6 +1039,9 @@ class Engine:
 
     async def close(self) -> None:
         """Stop driving (runs stay resumable) and wait for drivers to let go."""
+        if self.timer is not None:
+            self.timer.shutdown()
+            self.timer = None
         tasks = list(self._drivers.values())
         for task in tasks:
             task.cancel()
@@ -883,6 +1074,7 @@ def _step_rows(run_id: str, plan: Plan) -> list[dict[str, Any]]:
             "arguments": s.arguments,
             "depends_on": list(s.depends_on),
             "needs_approval": s.needs_approval,
+            "schedule": step_schedule(s),
             "status": "pending",
             "attempts": 0,
             "model_calls": 0,

@@ -162,6 +162,56 @@ class RunFinished:
     kind: Literal["run_finished"] = "run_finished"
 
 
+@dataclass(frozen=True)
+class StepScheduled:
+    run_id: str
+    step_id: str
+    title: str
+    at: float
+    kind: Literal["step_scheduled"] = "step_scheduled"
+
+
+@dataclass(frozen=True)
+class StepSkipped:
+    run_id: str
+    step_id: str
+    title: str
+    reason: str
+    kind: Literal["step_skipped"] = "step_skipped"
+
+
+@dataclass(frozen=True)
+class ReminderDue:
+    """A pending approval needs a nudge (``level`` remind) or a backup (escalate)."""
+
+    run_id: str
+    approval_id: str
+    level: str
+    waited_s: float
+    kind: Literal["reminder_due"] = "reminder_due"
+
+
+@dataclass(frozen=True)
+class DueMissed:
+    """Something fell due while Baton was down, beyond the grace period: not run late."""
+
+    run_id: str
+    item_kind: str
+    ref_id: str
+    due_at: float
+    requester: str | None
+    detail: str
+    kind: Literal["due_missed"] = "due_missed"
+
+
+@dataclass(frozen=True)
+class ScheduleFired:
+    run_id: str
+    schedule_id: str
+    next_at: float | None
+    kind: Literal["schedule_fired"] = "schedule_fired"
+
+
 Event = (
     RunStarted
     | PlanReady
@@ -176,6 +226,11 @@ Event = (
     | HandoffAnswered
     | RunWaiting
     | RunFinished
+    | StepScheduled
+    | StepSkipped
+    | ReminderDue
+    | DueMissed
+    | ScheduleFired
 )
 
 Subscriber = Callable[[Event], Awaitable[None]]

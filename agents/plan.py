@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agents.errors import PlanError
 from agents.registry import Registry
+from agents.timing import condition_problems, parse_duration, parse_instant
 
 STEP_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
@@ -36,6 +37,18 @@ class PlanStep(BaseModel):
     )
     needs_approval: bool = Field(
         default=False, description="True if a person must approve the result before it counts."
+    )
+    after: str | None = Field(
+        default=None,
+        description="A follow-up: wait this long after the step is ready (e.g. '3d', '2h').",
+    )
+    at: str | None = Field(
+        default=None, description="A follow-up: do not start before this ISO 8601 date-time."
+    )
+    only_if: dict[str, str] | None = Field(
+        default=None,
+        description="Run only if an earlier step's output passes a test, e.g. "
+        "{'step': 'check_reply', 'contains': 'no reply'}; otherwise the step is skipped.",
     )
 
 
@@ -95,10 +108,41 @@ def problems(plan: Plan, registry: Registry, *, max_steps: int) -> list[str]:
                 found.append(f"Step {s.id!r} depends on itself.")
             elif dep not in ids:
                 found.append(f"Step {s.id!r} depends on {dep!r}, which is not in the plan.")
+    for s in plan.steps:
+        found += [f"Step {s.id!r}: {p}" for p in timing_problems(s, set(ids))]
     cycle = find_cycle(plan)
     if cycle:
         found.append("The steps depend on each other in a cycle: " + " → ".join(cycle) + ".")
     return found
+
+
+def timing_problems(step: PlanStep, ids: set[str]) -> list[str]:
+    """Problems with a step's ``after``/``at``/``only_if``."""
+    found = []
+    if step.after and step.at:
+        found.append("give either after or at, not both")
+    try:
+        if step.after:
+            parse_duration(step.after)
+        if step.at:
+            parse_instant(step.at)
+    except PlanError as exc:
+        found.append(str(exc))
+    found += condition_problems(step.only_if, ids)
+    if step.only_if and step.only_if.get("step") not in step.depends_on:
+        found.append("only_if must test a step listed in depends_on")
+    return found
+
+
+def step_schedule(step: PlanStep) -> dict[str, Any] | None:
+    """The stored form of a step's timing and condition (None when it has neither)."""
+    if not (step.after or step.at or step.only_if):
+        return None
+    return {
+        "after_s": parse_duration(step.after) if step.after else None,
+        "at": parse_instant(step.at) if step.at else None,
+        "only_if": step.only_if,
+    }
 
 
 def validate(plan: Plan, registry: Registry, *, max_steps: int) -> Plan:

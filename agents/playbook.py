@@ -155,7 +155,15 @@ def bind(
                     "title": fill(s.title, f"step {s.id!r}"),
                     "instructions": fill(s.instructions, f"step {s.id!r}"),
                     "arguments": args,
-                    "depends_on": sorted(set(s.depends_on) | (refs - {s.id})),
+                    "depends_on": sorted(
+                        set(s.depends_on)
+                        | (refs - {s.id})
+                        | (
+                            {str(s.only_if["step"])}
+                            if s.only_if and s.only_if.get("step")
+                            else set()
+                        )
+                    ),
                 }
             )
         )

@@ -20,6 +20,7 @@ from agents.approvals import action_digest
 from agents.builtin_tools import HANDOFF_TO_AGENT, HANDOFF_TO_HUMAN
 from agents.errors import ConfigError, LimitExceeded, ModelError, ToolArgumentsError
 from agents.events import ApprovalRequested, HandoffRequested, StepRetrying, ToolCalled
+from agents.followups import schedule_checkpoint
 from agents.ids import new_id
 from agents.model import ModelReply, ToolCallRequest
 from agents.playbook import render, render_value
@@ -489,9 +490,18 @@ class StepRunner:
         approval_id = new_id("a")
         digest = action_digest(action)
         async with self.svc.db.transaction() as session:
+            expires_at = await schedule_checkpoint(
+                self.svc.settings,
+                session,
+                approval_id=approval_id,
+                run_id=self.run_id,
+                risk=str(risk),
+                now=now,
+            )
             await approvals.insert(
                 session,
                 values={
+                    "expires_at": expires_at,
                     "id": approval_id,
                     "run_id": self.run_id,
                     "step_id": self.step.step_id,
@@ -512,6 +522,17 @@ class StepRunner:
                 values={"status": step_status},
             )
         self.step.status = step_status
+        timings = self.svc.settings.checkpoint_timings.get(str(risk))
+        first = (
+            min(
+                (t for t in (timings.remind_s, timings.escalate_s, timings.expire_s) if t > 0),
+                default=None,
+            )
+            if timings
+            else None
+        )
+        if first is not None:
+            self.svc.poke(now + first)
         await self.svc.bus.publish(
             ApprovalRequested(
                 self.run_id, approval_id, self.step.step_id, kind, action, digest, str(risk)
@@ -556,6 +577,8 @@ class StepRunner:
         assert latest is not None
         if latest.status == "pending":
             return Parked(latest.id)
+        if latest.status == "expired":
+            return Rejected(latest.reason or "the approval expired")
         if latest.status == "taken_over":
             taken = await self._taken_over(latest)
             if not isinstance(taken, _Rejection):

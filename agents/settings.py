@@ -23,6 +23,18 @@ class Limits:
     max_goal_chars: int = 8_000
 
 
+RISKS = ("read_only", "writes", "external")
+
+
+@dataclass(frozen=True)
+class CheckpointTimings:
+    """When a pending approval gets a reminder, is escalated, and expires (failing closed)."""
+
+    remind_s: float = 4 * 3600.0
+    escalate_s: float = 24 * 3600.0
+    expire_s: float = 72 * 3600.0
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the engine needs to know from the outside world."""
@@ -45,6 +57,12 @@ class Settings:
     approve_writes: bool = True
     #: How long a process's claim on a run lasts without renewal.
     lease_s: float = 30.0
+    #: Due work later than this when Baton comes back is reported missed, not run late.
+    missed_grace_s: float = 3600.0
+    #: Checkpoint timings per risk level: remind, escalate, expire (seconds; 0 = never).
+    checkpoint_timings: dict[str, CheckpointTimings] = field(
+        default_factory=lambda: {r: CheckpointTimings() for r in RISKS}
+    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -74,7 +92,37 @@ class Settings:
             model_timeout_s=_float(env, "BATON_MODEL_TIMEOUT", base.model_timeout_s),
             approve_writes=_bool(env, "BATON_APPROVE_WRITES", base.approve_writes),
             lease_s=_float(env, "BATON_LEASE_SECONDS", base.lease_s),
+            missed_grace_s=_duration(env, "BATON_MISSED_GRACE", base.missed_grace_s),
+            checkpoint_timings={risk: _timings(env, risk) for risk in RISKS},
         )
+
+
+def _timings(env: Mapping[str, str], risk: str) -> CheckpointTimings:
+    d = CheckpointTimings()
+    values = []
+    for name, default in (
+        ("REMIND_AFTER", d.remind_s),
+        ("ESCALATE_AFTER", d.escalate_s),
+        ("EXPIRE_AFTER", d.expire_s),
+    ):
+        general = _duration(env, f"BATON_{name}", default)
+        values.append(_duration(env, f"BATON_{name}_{risk.upper()}", general))
+    return CheckpointTimings(*values)
+
+
+def _duration(env: Mapping[str, str], key: str, default: float) -> float:
+    raw = env.get(key)
+    if raw is None or raw == "":
+        return default
+    if raw.strip().lower() in ("0", "off", "never", "none"):
+        return 0.0
+    from agents.errors import PlanError
+    from agents.timing import parse_duration
+
+    try:
+        return parse_duration(raw)
+    except PlanError as exc:
+        raise ConfigError(f"{key}: {exc}") from None
 
 
 def _int(env: Mapping[str, str], key: str, default: int) -> int:

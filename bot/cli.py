@@ -11,6 +11,7 @@ import asyncio
 import getpass
 import os
 import sys
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,8 @@ if TYPE_CHECKING:
     from bot.console import Console
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_WAITING = 0, 1, 2, 3
+#: A follow-up due within this many seconds is waited for in the terminal.
+SHORT_WAIT_S = 300.0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -66,6 +69,20 @@ def _parser() -> argparse.ArgumentParser:
 
     cancel = sub.add_parser("cancel", help="cancel a run")
     cancel.add_argument("run_id")
+
+    schedule = sub.add_parser(
+        "schedule", help='run a goal or playbook on a schedule ("every monday 9am")'
+    )
+    schedule.add_argument(
+        "when", help='"every monday 9am", "daily 17:30", "weekdays 8:45", or cron'
+    )
+    schedule.add_argument("goal", nargs="?", help="the goal (or use --playbook)")
+    schedule.add_argument("--playbook", metavar="NAME", help="a playbook from BATON_PLAYBOOK_DIR")
+    schedule.add_argument("--input", "-i", action="append", default=[], metavar="KEY=VALUE")
+    schedule.add_argument("--tz", default=None, help="IANA time zone (default: this machine's)")
+    sub.add_parser("schedules", help="list active schedules with their next firing")
+    unschedule = sub.add_parser("unschedule", help="stop a schedule")
+    unschedule.add_argument("schedule_id")
 
     serve = sub.add_parser(
         "serve",
@@ -141,6 +158,9 @@ async def _dispatch(args: argparse.Namespace) -> int:
             "answer": _cmd_answer,
             "cancel": _cmd_cancel,
             "serve": _cmd_serve,
+            "schedule": _cmd_schedule,
+            "schedules": _cmd_schedules,
+            "unschedule": _cmd_unschedule,
         }[args.command]
         return await handler(args)
     except BatonError as exc:
@@ -159,14 +179,17 @@ def _mode(args: argparse.Namespace) -> str:
     return "prompt" if sys.stdin.isatty() else "exit"
 
 
-async def _engine(*, check: set[str] | None = None) -> Engine:
+async def _engine(*, check: set[str] | None = None, timer: bool = True) -> Engine:
     from agents.bootstrap import check_models, open_engine
     from agents.settings import Settings
 
     settings = Settings.from_env()
     if check is not None:
         check_models(check)
-    return await open_engine(settings)
+    engine = await open_engine(settings)
+    if timer:
+        engine.start_timer()
+    return engine
 
 
 def _requester() -> str:
@@ -203,6 +226,7 @@ async def _cmd_run(args: argparse.Namespace) -> int:
         engine = await open_engine(settings, registry=registry)
         plan = None
         goal = args.goal
+    engine.start_timer()
     console = Console()
     engine.bus.subscribe(console.on_event)
     try:
@@ -237,7 +261,7 @@ def _inputs(pairs: Sequence[str]) -> dict[str, str]:
 
 async def _follow(engine: Engine, console: Console, run_id: str, mode: str) -> int:
     """Follow a run to its end, answering checkpoints as ``mode`` says."""
-    from bot.console import LineReader, Prompter, summary_table
+    from bot.console import LineReader, Prompter, summary_table, when
     from storage.repositories import approvals, handoffs, runs, steps
 
     prompter = None
@@ -267,6 +291,18 @@ async def _follow(engine: Engine, console: Console, run_id: str, mode: str) -> i
         async with engine.svc.db.transaction() as session:
             pending = await approvals.list_approvals(session, run_id=run_id, statuses=["pending"])
             open_ = await handoffs.list_handoffs(session, run_id=run_id, statuses=["open"])
+            rows = await steps.get_steps(session, run_id=run_id)
+        if not pending and not open_:
+            wakes = [s.not_before for s in rows if s.status == "scheduled" and s.not_before]
+            if wakes and min(wakes) - time.time() <= SHORT_WAIT_S:
+                await _wait_for_decision(engine, run_id)
+                continue
+            if wakes:
+                console.write(
+                    f"Run {run_id} continues at {when(min(wakes))} (a follow-up step). "
+                    "`baton serve` runs it then; `baton show` tells where it stands."
+                )
+                return EXIT_WAITING
         todo = [a for a in pending if a.id not in skipped]
         todo_h = [h for h in open_ if h.id not in skipped]
         if mode == "wait":
@@ -549,7 +585,7 @@ async def _cmd_answer(args: argparse.Namespace) -> int:
 
 
 async def _cmd_cancel(args: argparse.Namespace) -> int:
-    engine = await _engine()
+    engine = await _engine(timer=False)
     try:
         run_id = await _resolve_run_id(engine.svc.db, args.run_id)
         summary = await engine.cancel(run_id, actor=_requester())
@@ -580,4 +616,83 @@ async def _cmd_serve(args: argparse.Namespace) -> int:
     finally:
         await engine.close()
         await engine.svc.db.close()
+    return EXIT_OK
+
+
+def _local_zone() -> str:
+    """This machine's IANA zone name (TZ, /etc/timezone, or UTC)."""
+    name = os.environ.get("TZ", "").lstrip(":")
+    if name:
+        return name
+    try:
+        link = os.path.realpath("/etc/localtime")
+        if "zoneinfo/" in link:
+            return link.split("zoneinfo/", 1)[1]
+    except OSError:
+        pass
+    return "UTC"
+
+
+async def _cmd_schedule(args: argparse.Namespace) -> int:
+    from agents.errors import PlaybookError
+    from agents.recurring import create_schedule
+    from bot.console import when
+
+    if bool(args.goal) == bool(args.playbook):
+        raise PlaybookError(
+            'Give a goal or --playbook NAME: baton schedule "daily 9am" "research X"'
+        )
+    engine = await _engine(timer=False)
+    try:
+        found = await create_schedule(
+            engine,
+            spec=args.when,
+            timezone=args.tz or _local_zone(),
+            goal=args.goal,
+            playbook=args.playbook,
+            inputs=_inputs(args.input) if args.playbook else None,
+            requester=_requester(),
+            origin={"cli": True},
+        )
+    finally:
+        await engine.close()
+        await engine.svc.db.close()
+    assert found.next_fire_at is not None
+    sys.stdout.write(
+        f"Schedule {found.id}: {found.spec} ({found.cron}, {found.timezone}); "
+        f"next run {when(found.next_fire_at)}. `baton serve` must be running to fire it.\n"
+    )
+    return EXIT_OK
+
+
+async def _cmd_schedules(args: argparse.Namespace) -> int:
+    from bot.console import one_line, when
+    from storage.database import Database
+    from storage.repositories import schedules
+
+    db = await Database.open(os.environ.get("BATON_DATABASE_URL"))
+    try:
+        async with db.transaction() as session:
+            rows = await schedules.list_active(session)
+    finally:
+        await db.close()
+    if not rows:
+        sys.stdout.write('No schedules. Add one: baton schedule "every monday 9am" "..."\n')
+    for r in rows:
+        what = f"playbook {r.playbook}" if r.playbook else one_line(r.goal, 60)
+        nxt = when(r.next_fire_at) if r.next_fire_at else "-"
+        sys.stdout.write(f"{r.id}  {r.spec} ({r.timezone})  next {nxt}  {what}\n")
+    return EXIT_OK
+
+
+async def _cmd_unschedule(args: argparse.Namespace) -> int:
+    from agents.recurring import remove_schedule
+
+    engine = await _engine(timer=False)
+    try:
+        await remove_schedule(engine, args.schedule_id, actor=_requester())
+    finally:
+        await engine.close()
+        await engine.svc.db.close()
+    sys.stdout.write(f"Schedule {args.schedule_id} removed.\n")
     return EXIT_OK

@@ -17,16 +17,21 @@ from typing import IO, Any
 from agents.events import (
     ApprovalDecided,
     ApprovalRequested,
+    DueMissed,
     Event,
     HandoffAnswered,
     HandoffRequested,
     PlanReady,
+    ReminderDue,
     RunFinished,
     RunStarted,
     RunWaiting,
+    ScheduleFired,
     StepFailed,
     StepFinished,
     StepRetrying,
+    StepScheduled,
+    StepSkipped,
     StepStarted,
     ToolCalled,
 )
@@ -37,6 +42,13 @@ def one_line(text: str | None, limit: int = 100) -> str:
     """First line of ``text``, shortened to ``limit`` characters."""
     first = " ".join((text or "").split())
     return first if len(first) <= limit else first[: limit - 1] + "…"
+
+
+def when(ts: float) -> str:
+    """A local date and time for a terminal."""
+    from datetime import datetime
+
+    return datetime.fromtimestamp(ts).astimezone().strftime("%Y-%m-%d %H:%M %Z")
 
 
 def money(cost: float) -> str:
@@ -108,6 +120,20 @@ class Console:
                 return [f"  ☑ handoff {event.handoff_id} answered by {event.actor}"]
             case RunWaiting():
                 return [f"  ⏸ run {event.run_id} is waiting for a person"]
+            case StepScheduled():
+                return [f"  ⏰ {event.step_id} scheduled for {when(event.at)}"]
+            case StepSkipped():
+                return [f"  ↷ {event.step_id} skipped: {event.reason}"]
+            case ReminderDue():
+                verb = "escalated" if event.level == "escalate" else "still waiting"
+                return [
+                    f"  ⏰ approval {event.approval_id} {verb} after "
+                    f"{event.waited_s / 3600:.1f} h (run {event.run_id})"
+                ]
+            case DueMissed():
+                return [f"  ⚠ missed while Baton was down: {event.detail}"]
+            case ScheduleFired():
+                return [f"  ⏰ schedule {event.schedule_id} started run {event.run_id}"]
             case RunFinished():
                 out = [
                     f"■ run {event.run_id} {event.status} in {event.duration_s:.1f}s · "

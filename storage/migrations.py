@@ -12,14 +12,16 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Connection, inspect, select, text
+from sqlalchemy import JSON, Column, Connection, Float, inspect, select, text
 from sqlmodel import SQLModel
 
 from storage.models import (
     APPROVALS,
     AUDIT_LOG,
+    DUE_ITEMS,
     HANDOFFS,
     RUNS,
+    SCHEDULES,
     SCHEMA_VERSION,
     SLACK_EVENTS,
     SLACK_MESSAGES,
@@ -45,9 +47,23 @@ def _v2_slack_tables(conn: Connection) -> None:
     SQLModel.metadata.create_all(conn, tables=[SLACK_EVENTS, SLACK_MESSAGES], checkfirst=True)
 
 
+def _add_column(conn: Connection, table: str, column: Column[object]) -> None:
+    existing = {c["name"] for c in inspect(conn).get_columns(table)}
+    if column.name not in existing:
+        ddl = column.type.compile(dialect=conn.dialect)
+        conn.execute(text(f'ALTER TABLE {table} ADD COLUMN "{column.name}" {ddl}'))
+
+
+def _v3_due_work(conn: Connection) -> None:
+    SQLModel.metadata.create_all(conn, tables=[DUE_ITEMS, SCHEDULES], checkfirst=True)
+    _add_column(conn, "steps", Column("not_before", Float()))
+    _add_column(conn, "steps", Column("schedule", JSON()))
+
+
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "core tables: runs, steps, tool calls, approvals, handoffs, audit log", _v1_core_tables),
     (2, "slack: delivered events (dedupe), posted messages", _v2_slack_tables),
+    (3, "due work and schedules; follow-up steps (steps.not_before, steps.schedule)", _v3_due_work),
 ]
 
 

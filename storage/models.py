@@ -94,6 +94,10 @@ class Step(SQLModel, table=True):
     cost_usd: float = 0.0
     started_at: float | None = None
     finished_at: float | None = None
+    #: When a follow-up step may start (``after:``/``at:`` in the plan), once it is ready.
+    not_before: float | None = None
+    #: The step's timing and condition from the plan: ``{"after_s", "at", "only_if"}``.
+    schedule: dict[str, Any] | None = _json()
 
 
 class ToolCall(SQLModel, table=True):
@@ -234,3 +238,58 @@ class SlackMessage(SQLModel, table=True):
 
 SLACK_EVENTS = _table(SlackEvent)
 SLACK_MESSAGES = _table(SlackMessage)
+
+
+class DueItem(SQLModel, table=True):
+    """Work that falls due at a time: the database is the source of truth, timers only wake
+    processes up. A process claims a due row with a lease and a fence number; only the holder
+    of the current fence may complete it."""
+
+    __tablename__ = "due_items"
+    __table_args__ = (
+        UniqueConstraint("kind", "ref_id", "due_at", name="uq_due_items_what_when"),
+        Index("ix_due_items_status_due", "status", "due_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    #: step_wake | approval_remind | approval_escalate | approval_expire | schedule_fire | message
+    kind: str = Field(max_length=32)
+    ref_id: str = Field(max_length=200)
+    due_at: float
+    #: pending | claimed | done | missed | cancelled
+    status: str = Field(max_length=16)
+    run_id: str | None = Field(default=None, max_length=32)
+    payload: dict[str, Any] | None = _json()
+    owner: str | None = Field(default=None, max_length=200)
+    lease_until: float | None = None
+    fence: int = 0
+    attempts: int = 0
+    last_error: str | None = _text()
+    created_at: float
+    done_at: float | None = None
+
+
+class Schedule(SQLModel, table=True):
+    """A recurring goal or playbook: when (cron, in a time zone), what, and where."""
+
+    __tablename__ = "schedules"
+
+    id: str = Field(primary_key=True, max_length=32)
+    #: The person's words ("every monday 9am") and the cron expression they became.
+    spec: str = Field(max_length=200)
+    cron: str = Field(max_length=100)
+    timezone: str = Field(max_length=64)
+    goal: str | None = _text()
+    playbook: str | None = Field(default=None, max_length=200)
+    inputs: dict[str, Any] | None = _json()
+    requester: str | None = Field(default=None, max_length=200)
+    origin: dict[str, Any] | None = _json()
+    #: active | removed
+    status: str = Field(max_length=16)
+    next_fire_at: float | None = None
+    last_fired_at: float | None = None
+    created_at: float
+
+
+DUE_ITEMS = _table(DueItem)
+SCHEDULES = _table(Schedule)

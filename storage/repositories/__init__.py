@@ -5,6 +5,26 @@ Import the module, not the functions: ``from storage.repositories import runs``,
 helpers exist because "only if still pending" is a storage guarantee, not a policy.
 """
 
-from storage.repositories import approvals, audit, handoffs, runs, slack, steps, tool_calls
+from storage.repositories import (
+    approvals,
+    audit,
+    due,
+    handoffs,
+    runs,
+    schedules,
+    slack,
+    steps,
+    tool_calls,
+)
 
-__all__ = ["approvals", "audit", "handoffs", "runs", "slack", "steps", "tool_calls"]
+__all__ = [
+    "approvals",
+    "audit",
+    "due",
+    "handoffs",
+    "runs",
+    "schedules",
+    "slack",
+    "steps",
+    "tool_calls",
+]

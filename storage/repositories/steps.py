@@ -62,3 +62,21 @@ async def add_usage(
             **(values or {}),
         )
     )
+
+
+async def set_status_if(
+    session: Session, *, run_id: str, step_id: str, expected: list[str], values: dict[str, Any]
+) -> bool:
+    """Compare-and-set on a step's status."""
+    stmt = (
+        STEPS.update()
+        .where(
+            and_(
+                STEPS.c.run_id == run_id,
+                STEPS.c.step_id == step_id,
+                STEPS.c.status.in_(expected),
+            )
+        )
+        .values(**values)
+    )
+    return (await session.execute(stmt)).rowcount == 1  # type: ignore[attr-defined,no-any-return]
