@@ -82,6 +82,8 @@ class SlackRenderer:
         queue.put_nowait(event)
 
     async def _work(self, run_id: str, queue: asyncio.Queue[Event], origin: dict[str, Any]) -> None:
+        if not origin.get("thread_ts"):
+            await self._open_thread(run_id, origin)
         while True:
             event = await queue.get()
             await self._safely(event, origin)
@@ -109,6 +111,8 @@ class SlackRenderer:
             log.exception("could not render %s for run %s", event.kind, event.run_id)
 
     async def _render(self, event: Event, origin: dict[str, Any]) -> None:
+        if not origin.get("thread_ts"):
+            return
         channel, thread = str(origin["channel"]), str(origin["thread_ts"])
         self.touch(event.run_id)
         match event:
@@ -142,6 +146,32 @@ class SlackRenderer:
             origin = run.origin if run is not None else None
             self._origins[run_id] = origin if origin and origin.get("slack") else None
         return self._origins[run_id]
+
+    async def _open_thread(self, run_id: str, origin: dict[str, Any]) -> None:
+        """A run started without a thread (a scheduled firing): post its card first."""
+        async with self.db.transaction() as session:
+            run = await runs.get_run(session, run_id=run_id)
+        if run is None:
+            return
+        text, blocks = status_card(run_card(run, []))
+        try:
+            ts = await self.poster.post(str(origin["channel"]), text, blocks)
+        except (SlackChannelError, SlackAuthError) as exc:
+            log.warning("could not open a thread for run %s: %s", run_id, exc)
+            return
+        origin["thread_ts"] = ts
+        async with self.db.transaction() as session:
+            await runs.update_run(session, run_id=run_id, values={"origin": origin})
+            await slack.save_message(
+                session,
+                kind="card",
+                ref_id=run_id,
+                channel=str(origin["channel"]),
+                ts=ts,
+                now=time.time(),
+                run_id=run_id,
+                team_id=origin.get("team_id"),
+            )
 
     # ---- the live card ----------------------------------------------------------------------
     def touch(self, run_id: str) -> None:
@@ -180,6 +210,8 @@ class SlackRenderer:
             run = await runs.get_run(session, run_id=run_id)
             rows = await steps.get_steps(session, run_id=run_id)
         if run is None:
+            return
+        if not origin.get("thread_ts"):
             return
         text, blocks = status_card(run_card(run, rows))
         await self.poster.update(str(origin["channel"]), str(origin["thread_ts"]), text, blocks)

@@ -25,6 +25,9 @@ class SlackSettings:
     #: Port for the HTTP endpoint ``/slack/events``.
     port: int = 3000
     policy: ApprovalPolicy = field(default_factory=ApprovalPolicy)
+    #: Who hears about an approval left waiting past its escalation time: user ids (DM),
+    #: channel ids (a post there) or user group ids (mentioned in the thread).
+    escalate_to: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> SlackSettings:
@@ -42,6 +45,9 @@ class SlackSettings:
             api_base_url=env.get("SLACK_API_BASE_URL") or None,
             port=port,
             policy=ApprovalPolicy.from_env(env),
+            escalate_to=tuple(
+                t.strip() for t in env.get("BATON_ESCALATE_TO", "").split(",") if t.strip()
+            ),
         )
 
     @property

@@ -77,9 +77,11 @@ def build_app(
         return set(data.get("users") or [])
 
     ctx = BotContext(engine, settings, slack, poster, renderer, GroupCache(members))
+    from bot import due_slack
     from bot.listeners import register_all
 
     register_all(app, ctx)
+    due_slack.register(ctx)
     app_any: Any = app
     app_any.baton = ctx  # reachable from tests and `baton serve`
     return app

@@ -51,6 +51,16 @@ def register(app: AsyncApp, ctx: BotContext) -> None:
             if word == "cancel":
                 await cancel(ctx, ack, respond, user, rest.strip())
                 return
+            if word == "schedule":
+                await ack()
+                await respond(**await schedule_reply(ctx, user, channel, team, rest))
+                return
+            if word == "schedules":
+                await ack(**await schedules_reply(ctx, user))
+                return
+            if word == "unschedule":
+                await ack(text=await unschedule_reply(ctx, user, rest.strip()))
+                return
             if word == "playbook":
                 goal, plan, name, inputs = parse_playbook_command(ctx, rest)
                 await ack()
@@ -219,3 +229,110 @@ async def cancel(
     await ack(text=f"Cancelling `{run.id}`…")
     summary = await ctx.engine.cancel(run.id, actor=f"slack:{user}")
     await respond(text=f"Run `{run.id}` is {summary.status}.", response_type="ephemeral")
+
+
+SCHEDULE_EXAMPLE = (
+    '/orchestrate schedule "every monday 9am" research new sign-ups\n'
+    '/orchestrate schedule "daily 17:30" playbook account_brief account=Acme'
+)
+
+
+async def user_zone(ctx: BotContext, user: str) -> str:
+    """The person's time zone from their Slack profile (UTC if Slack does not say)."""
+    try:
+        data = await ctx.poster.call("users.info", user=user)
+    except Exception:
+        return "UTC"
+    return str((data.get("user") or {}).get("tz") or "UTC")
+
+
+async def schedule_reply(
+    ctx: BotContext, user: str, channel: str, team: str | None, rest: str
+) -> dict[str, Any]:
+    """Create a recurring goal or playbook in the requester's time zone."""
+    from agents.recurring import create_schedule
+    from bot.console import when
+
+    try:
+        words = shlex.split(rest)
+    except ValueError:
+        words = []
+    if len(words) < 2:
+        message, blocks = usage_error(
+            "Say when (in quotes) and what. For example:\n" + SCHEDULE_EXAMPLE
+        )
+        return {"text": message, "blocks": blocks, "response_type": "ephemeral"}
+    spec, what = words[0], words[1:]
+    tz = await user_zone(ctx, user)
+    goal: str | None = None
+    playbook: str | None = None
+    inputs: dict[str, str] | None = None
+    if what[0].lower() == "playbook" and len(what) > 1:
+        playbook = what[1]
+        inputs = {}
+        for pair in what[2:]:
+            key, sep, value = pair.partition("=")
+            if not sep or not key:
+                message, blocks = usage_error(f"Inputs are key=value, got {pair!r}.")
+                return {"text": message, "blocks": blocks, "response_type": "ephemeral"}
+            inputs[key] = value
+    else:
+        goal = clean_goal(" ".join(what), ctx.settings.limits.max_goal_chars)
+    try:
+        found = await create_schedule(
+            ctx.engine,
+            spec=spec,
+            timezone=tz,
+            goal=goal,
+            playbook=playbook,
+            inputs=inputs,
+            requester=f"slack:{user}",
+            origin={"slack": True, "team_id": team, "channel": channel, "user": user},
+        )
+    except BatonError as exc:
+        message, blocks = usage_error(f"{exc}\nFor example:\n{SCHEDULE_EXAMPLE}")
+        return {"text": message, "blocks": blocks, "response_type": "ephemeral"}
+    assert found.next_fire_at is not None
+    return {
+        "text": f"Scheduled `{found.id}`: {_short(found.spec)} ({found.timezone}). "
+        f"Next run: <!date^{int(found.next_fire_at)}^{{date_short_pretty}} {{time}}|"
+        f"{when(found.next_fire_at)}>. Stop it with `/orchestrate unschedule {found.id}`.",
+        "response_type": "ephemeral",
+    }
+
+
+async def schedules_reply(ctx: BotContext, user: str) -> dict[str, Any]:
+    """The requester's active schedules with their next firing."""
+    from storage.repositories import schedules
+
+    async with ctx.engine.svc.db.transaction() as session:
+        rows = await schedules.list_active(session, requester=f"slack:{user}")
+    if not rows:
+        return {"text": "You have no schedules. For example:\n" + SCHEDULE_EXAMPLE}
+    lines = []
+    for r in rows:
+        what = f"playbook {r.playbook}" if r.playbook else _short(r.goal or "")
+        nxt = (
+            f"<!date^{int(r.next_fire_at)}^{{date_short_pretty}} {{time}}|soon>"
+            if r.next_fire_at
+            else "-"
+        )
+        lines.append(f"• `{r.id}` {_short(r.spec)} ({r.timezone}), next {nxt}: {what}")
+    return {"text": "Your schedules:\n" + "\n".join(lines)}
+
+
+async def unschedule_reply(ctx: BotContext, user: str, schedule_id: str) -> str:
+    """Stop one of the requester's schedules."""
+    from agents.recurring import remove_schedule
+    from storage.repositories import schedules
+
+    if not schedule_id:
+        return "Which schedule? `/orchestrate schedules` lists yours."
+    async with ctx.engine.svc.db.transaction() as session:
+        found = await schedules.get(session, schedule_id=schedule_id)
+    if found is None or found.status != "active":
+        return f"There is no active schedule `{_short(schedule_id)}`."
+    if found.requester != f"slack:{user}":
+        return "Only the person who created a schedule can remove it."
+    await remove_schedule(ctx.engine, schedule_id, actor=f"slack:{user}")
+    return f"Schedule `{schedule_id}` removed."

@@ -6,7 +6,7 @@ from bot.views._blocks import Block, context, section
 from bot.views.text import clip, one_line
 
 EXAMPLE_GOAL = "/orchestrate Research ACME and draft a short account brief"
-EXAMPLE_PLAYBOOK = "/orchestrate playbook account-brief account=ACME tone=formal"
+EXAMPLE_PLAYBOOK = '/orchestrate playbook account_brief account=ACME contact="their CTO"'
 
 
 def help_text() -> str:
@@ -20,6 +20,9 @@ def help_text() -> str:
             "• `/orchestrate playbook &lt;name&gt; key=value …`: run a written playbook with inputs",
             "• `/orchestrate status [run]`: the status of a run (your latest if none is given)",
             "• `/orchestrate cancel &lt;run&gt;`: stop a run; steps already done stay done",
+            '• `/orchestrate schedule "&lt;when&gt;" &lt;goal&gt;` (or `playbook &lt;name&gt; …`): '
+            'run it on a schedule in your time zone, e.g. "every monday 9am", "daily 17:30"',
+            "• `/orchestrate schedules` / `unschedule &lt;id&gt;`: list or stop your schedules",
             "• `/orchestrate help`: this message",
             "",
             "*Examples*",
