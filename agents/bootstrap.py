@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from agents.engine import Engine, Services
+from agents.engine import Engine
 from agents.events import EventBus
 from agents.model import LiteLLMClient, ModelClient, check_credentials
 from agents.plan import Plan
 from agents.registry import Registry, build_registry
 from agents.settings import Settings
+from agents.state import Services
 from storage.database import Database
 
 

@@ -149,3 +149,40 @@ def _when(ts: float) -> str:
     from datetime import UTC, datetime
 
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+async def schedule_message(
+    engine: Engine,
+    *,
+    text: str,
+    due_at: float,
+    channel: str,
+    thread_ts: str | None = None,
+    requester: str | None = None,
+    run_id: str | None = None,
+    ref_id: str | None = None,
+) -> bool:
+    """A follow-up message to post into ``channel`` (a thread) at ``due_at``, exactly once.
+
+    ``ref_id`` names it for dedupe (the same ref and time is added once); a fresh one is
+    made when omitted.
+    """
+    from agents.ids import new_id
+
+    async with engine.svc.db.transaction() as session:
+        added = await due.add(
+            session,
+            kind=MESSAGE,
+            ref_id=ref_id or new_id("m"),
+            due_at=due_at,
+            now=engine.svc.clock(),
+            run_id=run_id,
+            payload={
+                "text": text,
+                "channel": channel,
+                "thread_ts": thread_ts,
+                "requester": requester,
+            },
+        )
+    engine.poke(due_at)
+    return added

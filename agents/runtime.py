@@ -31,7 +31,7 @@ from storage.models import Approval, Step
 from storage.repositories import approvals, handoffs, runs, steps, tool_calls
 
 if TYPE_CHECKING:
-    from agents.engine import RunState, Services
+    from agents.state import RunState, Services
 
 log = logging.getLogger(__name__)
 
