@@ -19,7 +19,8 @@ from agents.events import (
     StepStarted,
 )
 from agents.followups import STEP_WAKE
-from agents.runtime import Done, Failed, Outcome, Parked, StepRunner, step_context
+from agents.outcomes import Done, Failed, Outcome, Parked
+from agents.runtime import StepRunner, step_context
 from agents.state import (
     FINISHED_STEP,
     HANDED_BACK,

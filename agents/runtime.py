@@ -12,72 +12,32 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from agents import prompts
-from agents.approvals import action_digest
 from agents.builtin_tools import HANDOFF_TO_AGENT, HANDOFF_TO_HUMAN
 from agents.errors import ConfigError, LimitExceeded, ModelError, ToolArgumentsError
-from agents.events import ApprovalRequested, HandoffRequested, StepRetrying, ToolCalled
-from agents.followups import schedule_checkpoint
-from agents.ids import new_id
+from agents.events import StepRetrying
 from agents.model import ModelReply, ToolCallRequest
 from agents.playbook import render, render_value
 from agents.retry import with_retries
-from agents.summaries import handoff_summary
-from agents.tools import Risk, Tool, ToolContext
-from storage.models import Approval, Step
-from storage.repositories import approvals, handoffs, runs, steps, tool_calls
+from agents.tools import Risk, Tool
+from storage.models import Step
+from storage.repositories import runs, steps
 
 if TYPE_CHECKING:
     from agents.state import RunState, Services
 
+from agents.checkpoints import Checkpoints
+from agents.handing import Handoffs
+from agents.outcomes import CallResult, Done, Failed, Outcome, Parked, Refusal, Rejected, Switch
+
 log = logging.getLogger(__name__)
 
-MAX_AGENT_HANDOFFS = 3
-MAX_DRAFT_REJECTIONS = 3
 RESULT_LIMIT = 20_000  # characters of a tool result kept for the model
 
 
-@dataclass(frozen=True)
-class Done:
-    """The step produced its output."""
-
-    output: str
-
-
-@dataclass(frozen=True)
-class Parked:
-    """The step waits for a person (approval, handoff, or an unknown outcome)."""
-
-    waiting_for: str
-
-
-@dataclass(frozen=True)
-class Failed:
-    """The step cannot finish; the run fails with this reason."""
-
-    error: str
-
-
-@dataclass(frozen=True)
-class Rejected:
-    """A person rejected the step's action; the run ends rejected."""
-
-    reason: str
-
-
-Outcome = Done | Parked | Failed | Rejected
-
-
-@dataclass(frozen=True)
-class _Result:
-    text: str
-    ok: bool = True
-
-
-class StepRunner:
+class StepRunner(Checkpoints, Handoffs):
     """Carries one step forward from whatever state storage holds."""
 
     def __init__(self, svc: Services, state: RunState, step: Step) -> None:
@@ -120,7 +80,7 @@ class StepRunner:
         result = await self._call(tool, args, key=key, call_id="tool", gated=gated)
         if isinstance(result, Parked | Done):
             return result
-        if isinstance(result, _Rejection):
+        if isinstance(result, Refusal):
             return Rejected(result.reason)
         if not result.ok:
             return Failed(f"{tool.name} failed: {result.text}")
@@ -143,7 +103,7 @@ class StepRunner:
                 got = await self._tool_turn(agent.name, last["tool_calls"], epoch, turn)
                 if isinstance(got, Parked | Done | Failed):
                     return got
-                if isinstance(got, _Switch):
+                if isinstance(got, Switch):
                     epoch += 1
                     context["epoch"] = epoch
                     transcript = got.transcript
@@ -250,7 +210,7 @@ class StepRunner:
     # ---- one assistant turn's tool calls -------------------------------------------------
     async def _tool_turn(
         self, agent_name: str, raw_calls: list[dict[str, Any]], epoch: int, turn: int
-    ) -> list[dict[str, Any]] | Parked | Done | Failed | _Switch:
+    ) -> list[dict[str, Any]] | Parked | Done | Failed | Switch:
         calls = [
             ToolCallRequest(
                 id=c["id"], name=c["function"]["name"], arguments=c["function"]["arguments"]
@@ -282,7 +242,7 @@ class StepRunner:
                 "role": "tool",
                 "tool_call_id": call.id,
                 "content": prompts.tool_result_text(r.text[:RESULT_LIMIT], tool=call.name)
-                if isinstance(r, _Result)
+                if isinstance(r, CallResult)
                 else str(r),
             }
             for call, r in zip(calls, results, strict=True)
@@ -290,24 +250,24 @@ class StepRunner:
 
     async def _agent_call(
         self, call: ToolCallRequest, allowed: dict[str, Tool], *, key: str
-    ) -> _Result | Parked | Done:
+    ) -> CallResult | Parked | Done:
         tool = allowed.get(call.name)
         if tool is None:
             names = ", ".join(sorted(n for n in allowed if not allowed[n].control)) or "none"
-            return _Result(
+            return CallResult(
                 f"Error: there is no tool {call.name!r} for you. Your tools: {names}.", False
             )
         try:
             parsed = json.loads(call.arguments or "{}")
         except json.JSONDecodeError as exc:
-            return _Result(f"Error: the arguments are not valid JSON ({exc.msg}).", False)
+            return CallResult(f"Error: the arguments are not valid JSON ({exc.msg}).", False)
         try:
             args = tool.validate(parsed)
         except ToolArgumentsError as exc:
-            return _Result(f"Error: {exc}", False)
+            return CallResult(f"Error: {exc}", False)
         result = await self._call(tool, args, key=key, call_id=call.id, gated=self._gated(tool))
-        if isinstance(result, _Rejection):
-            return _Result(
+        if isinstance(result, Refusal):
+            return CallResult(
                 f"A person rejected this call, so it was not made. Their reason: {result.reason}",
                 False,
             )
@@ -318,460 +278,6 @@ class StepRunner:
         if tool.risk is Risk.EXTERNAL:
             return True
         return tool.risk is Risk.WRITES and self.svc.settings.approve_writes
-
-    # ---- the ledger: approval, intent, call, result ---------------------------------------
-    async def _call(
-        self, tool: Tool, args: dict[str, Any], *, key: str, call_id: str, gated: bool
-    ) -> _Result | Parked | Done | _Rejection:
-        async with self.svc.db.transaction() as session:
-            row = await tool_calls.get_by_key(session, key=key)
-            found = await approvals.find_for_step(
-                session,
-                run_id=self.run_id,
-                step_id=self.step.step_id,
-                kind="tool_call",
-                tool_call_key=key,
-            )
-        if row is not None and row.status in ("done", "error", "skipped"):
-            return _Result(row.result or "", row.status == "done")
-        if row is not None:  # an intent with no result: we stopped during the call
-            if tool.idempotent:
-                return await self._execute(tool, row.arguments or args, key, call_id, intent=False)
-            return await self._unknown_outcome(tool, row.arguments or args, key, call_id)
-        approved_args = args
-        approval: Approval | None = None
-        if gated:
-            approval = found[-1] if found else None
-            if approval is None:
-                return await self._request_approval(
-                    "tool_call", {"tool": tool.name, "arguments": args}, tool.risk, key=key
-                )
-            if approval.status == "pending":
-                return Parked(approval.id)
-            if approval.status == "taken_over":
-                return await self._taken_over(approval)
-            if approval.status != "approved":
-                await self._consume(approval)
-                return _Rejection(approval.reason or "no reason given")
-            if approval.edited and "arguments" in approval.edited:
-                approved_args = approval.edited["arguments"]
-        return await self._execute(
-            tool,
-            approved_args,
-            key,
-            call_id,
-            intent=tool.risk is not Risk.READ_ONLY,
-            approval=approval,
-        )
-
-    async def _execute(
-        self,
-        tool: Tool,
-        args: dict[str, Any],
-        key: str,
-        call_id: str,
-        *,
-        intent: bool,
-        approval: Approval | None = None,
-    ) -> _Result:
-        now = self.svc.clock()
-        row = {
-            "idempotency_key": key,
-            "run_id": self.run_id,
-            "step_id": self.step.step_id,
-            "call_id": call_id[:100],
-            "tool": tool.name,
-            "arguments": args,
-            "risk": str(tool.risk),
-            "idempotent": tool.idempotent,
-            "status": "intent",
-            "created_at": now,
-        }
-        if intent:
-            # The intent is durable before the side effect starts.
-            async with self.svc.db.transaction() as session:
-                if await tool_calls.get_by_key(session, key=key) is None:
-                    await tool_calls.insert(session, values=row)
-                if approval is not None:
-                    await approvals.consume(session, approval_id=approval.id, now=now)
-                await steps.update_step(
-                    session,
-                    run_id=self.run_id,
-                    step_id=self.step.step_id,
-                    values={"status": "running"},
-                )
-        ctx = ToolContext(run_id=self.run_id, step_id=self.step.step_id, idempotency_key=key)
-        try:
-            text, ok = await tool.call(args, ctx), True
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # a tool error is news for the model, not a crash
-            log.info("tool %s failed: %s", tool.name, exc)
-            text, ok = f"Error from {tool.name}: {type(exc).__name__}: {exc}", False
-        done = {
-            "status": "done" if ok else "error",
-            "result": text,
-            "finished_at": self.svc.clock(),
-        }
-        async with self.svc.db.transaction() as session:
-            if intent:
-                await tool_calls.finish(session, key=key, values=done)
-            else:
-                existing = await tool_calls.get_by_key(session, key=key)
-                if existing is None:
-                    await tool_calls.insert(session, values={**row, **done})
-                else:
-                    await tool_calls.finish(session, key=key, values=done)
-        await self.svc.bus.publish(
-            ToolCalled(self.run_id, self.step.step_id, tool.name, args, ok, text[:200])
-        )
-        return _Result(text, ok)
-
-    async def _unknown_outcome(
-        self, tool: Tool, args: dict[str, Any], key: str, call_id: str
-    ) -> _Result | Parked | Done:
-        async with self.svc.db.transaction() as session:
-            found = await approvals.find_for_step(
-                session,
-                run_id=self.run_id,
-                step_id=self.step.step_id,
-                kind="outcome_unknown",
-                tool_call_key=key,
-            )
-        approval = found[-1] if found else None
-        if approval is None:
-            return await self._request_approval(
-                "outcome_unknown",
-                {"tool": tool.name, "arguments": args},
-                tool.risk,
-                key=key,
-                step_status="outcome_unknown",
-            )
-        if approval.status == "pending":
-            return Parked(approval.id)
-        if approval.status == "taken_over":
-            taken = await self._taken_over(approval)
-            if not isinstance(taken, _Rejection):
-                return taken
-            approval.reason = taken.reason
-        elif approval.status == "approved":  # a person said: make the call again
-            return await self._execute(tool, args, key, call_id, intent=True, approval=approval)
-        note = approval.reason or "not retried"
-        async with self.svc.db.transaction() as session:
-            await approvals.consume(session, approval_id=approval.id, now=self.svc.clock())
-            await tool_calls.finish(
-                session,
-                key=key,
-                values={
-                    "status": "skipped",
-                    "result": f"Baton stopped during this call and a person chose not to "
-                    f"repeat it: {note}",
-                    "finished_at": self.svc.clock(),
-                },
-            )
-            await steps.update_step(
-                session,
-                run_id=self.run_id,
-                step_id=self.step.step_id,
-                values={"status": "running"},
-            )
-        return _Result(f"Not repeated after an unknown outcome; a person said: {note}", False)
-
-    async def _request_approval(
-        self,
-        kind: str,
-        action: dict[str, Any],
-        risk: Risk | str,
-        *,
-        key: str | None,
-        step_status: str = "waiting_approval",
-    ) -> Parked:
-        now = self.svc.clock()
-        approval_id = new_id("a")
-        digest = action_digest(action)
-        async with self.svc.db.transaction() as session:
-            expires_at = await schedule_checkpoint(
-                self.svc.settings,
-                session,
-                approval_id=approval_id,
-                run_id=self.run_id,
-                risk=str(risk),
-                now=now,
-            )
-            await approvals.insert(
-                session,
-                values={
-                    "expires_at": expires_at,
-                    "id": approval_id,
-                    "run_id": self.run_id,
-                    "step_id": self.step.step_id,
-                    "kind": kind,
-                    "tool_call_key": key,
-                    "action": action,
-                    "digest": digest,
-                    "risk": str(risk),
-                    "status": "pending",
-                    "requested_by": self.state.requester,
-                    "created_at": now,
-                },
-            )
-            await steps.update_step(
-                session,
-                run_id=self.run_id,
-                step_id=self.step.step_id,
-                values={"status": step_status},
-            )
-        self.step.status = step_status
-        timings = self.svc.settings.checkpoint_timings.get(str(risk))
-        first = (
-            min(
-                (t for t in (timings.remind_s, timings.escalate_s, timings.expire_s) if t > 0),
-                default=None,
-            )
-            if timings
-            else None
-        )
-        if first is not None:
-            self.svc.poke(now + first)
-        await self.svc.bus.publish(
-            ApprovalRequested(
-                self.run_id, approval_id, self.step.step_id, kind, action, digest, str(risk)
-            )
-        )
-        return Parked(approval_id)
-
-    async def _consume(self, approval: Approval, **step_values: Any) -> None:
-        async with self.svc.db.transaction() as session:
-            await approvals.consume(session, approval_id=approval.id, now=self.svc.clock())
-            await steps.update_step(
-                session,
-                run_id=self.run_id,
-                step_id=self.step.step_id,
-                values={"status": "running", **step_values},
-            )
-
-    # ---- a draft that needs approval before it counts -------------------------------------
-    async def _draft_checkpoint(
-        self, draft: str, transcript: list[dict[str, Any]]
-    ) -> Outcome | list[dict[str, Any]]:
-        async with self.svc.db.transaction() as session:
-            found = await approvals.find_for_step(
-                session,
-                run_id=self.run_id,
-                step_id=self.step.step_id,
-                kind="step_output",
-                tool_call_key=None,
-            )
-        latest = found[-1] if found else None
-        fresh = latest is None or (latest.consumed_at is not None and latest.status == "rejected")
-        if fresh:
-            rejections = sum(1 for a in found if a.status == "rejected")
-            if rejections >= MAX_DRAFT_REJECTIONS:
-                return Rejected(
-                    f"the draft was rejected {rejections} times; last reason: "
-                    f"{found[-1].reason or 'none given'}"
-                )
-            return await self._request_approval(
-                "step_output", {"step": self.step.title, "draft": draft}, Risk.WRITES, key=None
-            )
-        assert latest is not None
-        if latest.status == "pending":
-            return Parked(latest.id)
-        if latest.status == "expired":
-            return Rejected(latest.reason or "the approval expired")
-        if latest.status == "taken_over":
-            taken = await self._taken_over(latest)
-            if not isinstance(taken, _Rejection):
-                return taken
-            latest.reason = taken.reason
-        elif latest.status == "approved":
-            await self._consume(latest)
-            edited = (latest.edited or {}).get("draft")
-            return Done(edited if isinstance(edited, str) else draft)
-        note = {
-            "role": "user",
-            "content": "A person rejected this draft. Their reason:\n"
-            + prompts.fence(latest.reason or "none given", source="reviewer")
-            + "\nRevise the draft accordingly and reply with the new draft only.",
-        }
-        transcript = [*transcript, note]
-        await self._consume(latest, transcript=transcript)
-        self.step.transcript = transcript
-        return transcript
-
-    async def _taken_over(self, approval: Approval) -> Parked | Done | _Rejection:
-        """A person took this checkpoint over: wait for them, use their result, or continue."""
-        async with self.svc.db.transaction() as session:
-            found = await handoffs.list_handoffs(
-                session, run_id=self.run_id, step_id=self.step.step_id
-            )
-        handoff = next((h for h in reversed(found) if h.ref == f"takeover:{approval.id}"), None)
-        if handoff is None or handoff.status == "open":
-            return Parked(handoff.id if handoff else approval.id)
-        if handoff.status in ("returned", "handed_back"):
-            await self._close_handoff(handoff.id, handoff.status)
-            note = handoff.answer or "no note"
-            return _Rejection(f"a person took this over, then handed it back: {note}")
-        await self._close_handoff(handoff.id, "answered")
-        return Done(handoff.answer or "")
-
-    async def _close_handoff(self, handoff_id: str, expected: str) -> None:
-        # answered → closed, returned → handed_back: final states that still say which it was,
-        # so a resume after a crash takes the same branch again.
-        final = {"answered": "closed", "returned": "handed_back"}.get(expected, expected)
-        async with self.svc.db.transaction() as session:
-            await handoffs.close_if(
-                session, handoff_id=handoff_id, expected=expected, values={"status": final}
-            )
-            await steps.update_step(
-                session,
-                run_id=self.run_id,
-                step_id=self.step.step_id,
-                values={"status": "running"},
-            )
-
-    # ---- handoffs ---------------------------------------------------------------------------
-    async def _handoff_to_human(
-        self, call: ToolCallRequest, calls: list[ToolCallRequest], *, key: str, agent: str
-    ) -> Parked | Done | list[dict[str, Any]]:
-        async with self.svc.db.transaction() as session:
-            existing = await handoffs.list_handoffs(
-                session, run_id=self.run_id, step_id=self.step.step_id
-            )
-        current = next((h for h in reversed(existing) if h.ref == key), None)
-        if current is None:
-            try:
-                args = json.loads(call.arguments or "{}")
-            except json.JSONDecodeError:
-                args = {}
-            question = str(args.get("question") or "Please complete this step.")
-            summary = await self.handoff_summary(str(args.get("summary") or ""))
-            return await self.open_handoff(question, summary, agent=agent, ref=key)
-        if current.status == "open":
-            return Parked(current.id)
-        if current.status in ("answered", "returned"):
-            await self._close_handoff(current.id, current.status)
-        if current.status in ("returned", "handed_back"):
-            note = current.answer or "no note"
-            return [
-                {
-                    "role": "tool",
-                    "tool_call_id": c.id,
-                    "content": f"The person handed the step back to you without doing it. "
-                    f"Their note: {note}"
-                    if c.id == call.id
-                    else "Not run: the step was with a person.",
-                }
-                for c in calls
-            ]
-        return Done(current.answer or "")
-
-    async def open_handoff(
-        self, question: str, summary: str, *, agent: str | None, ref: str | None = None
-    ) -> Parked:
-        """Give the step to a person with ``summary``; their answer becomes the output."""
-        now = self.svc.clock()
-        handoff_id = new_id("h")
-        async with self.svc.db.transaction() as session:
-            await handoffs.insert(
-                session,
-                values={
-                    "id": handoff_id,
-                    "run_id": self.run_id,
-                    "step_id": self.step.step_id,
-                    "kind": "to_human",
-                    "from_agent": agent,
-                    "ref": ref,
-                    "question": question,
-                    "summary": summary,
-                    "status": "open",
-                    "created_at": now,
-                },
-            )
-            await steps.update_step(
-                session,
-                run_id=self.run_id,
-                step_id=self.step.step_id,
-                values={"status": "waiting_human"},
-            )
-        self.step.status = "waiting_human"
-        await self.svc.bus.publish(
-            HandoffRequested(self.run_id, handoff_id, self.step.step_id, "human", question, summary)
-        )
-        return Parked(handoff_id)
-
-    async def handoff_summary(self, agent_summary: str) -> str:
-        """Goal, the step, the evidence from earlier steps, and the calls made so far."""
-        async with self.svc.db.transaction() as session:
-            calls = await tool_calls.list_for_run(
-                session, run_id=self.run_id, step_id=self.step.step_id
-            )
-        return handoff_summary(
-            goal=self.state.goal, step=self.step, calls=calls, agent_summary=agent_summary
-        )
-
-    async def _handoff_to_agent(
-        self, call: ToolCallRequest, from_agent: str, epoch: int
-    ) -> _Switch | list[dict[str, Any]]:
-        try:
-            args = json.loads(call.arguments or "{}")
-        except json.JSONDecodeError:
-            args = {}
-        target = str(args.get("agent") or "")
-        note = str(args.get("note") or "")
-        problem = None
-        if target not in self.svc.registry.agents:
-            problem = f"there is no agent {target!r}; agents: {', '.join(sorted(self.svc.registry.agents))}"
-        elif target == from_agent:
-            problem = "you cannot hand a step to yourself"
-        elif epoch >= MAX_AGENT_HANDOFFS:
-            problem = f"this step was already handed over {epoch} times"
-        if problem:
-            return [
-                {
-                    "role": "tool",
-                    "tool_call_id": call.id,
-                    "content": f"Handoff refused: {problem}. Continue the step yourself.",
-                }
-            ]
-        context = dict(self.step.context or {})
-        opening = self._opening(target, context)
-        opening[-1]["content"] += "\n\n" + (
-            f"Agent {from_agent} handed this step to you with this note:\n"
-            + prompts.fence(note, source=f"agent {from_agent}")
-        )
-        now = self.svc.clock()
-        async with self.svc.db.transaction() as session:
-            await handoffs.insert(
-                session,
-                values={
-                    "id": new_id("h"),
-                    "run_id": self.run_id,
-                    "step_id": self.step.step_id,
-                    "kind": "to_agent",
-                    "from_agent": from_agent,
-                    "to_agent": target,
-                    "summary": note,
-                    "status": "closed",
-                    "created_at": now,
-                    "answered_at": now,
-                },
-            )
-        await self.svc.bus.publish(
-            HandoffRequested(self.run_id, "", self.step.step_id, target, "", note)
-        )
-        return _Switch(agent=target, transcript=opening)
-
-
-@dataclass(frozen=True)
-class _Rejection:
-    reason: str
-
-
-@dataclass(frozen=True)
-class _Switch:
-    agent: str
-    transcript: list[dict[str, Any]]
 
 
 def step_context(state: RunState, step: Step) -> dict[str, Any]:

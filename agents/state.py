@@ -8,9 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from agents.budget import RunBudget
-from agents.events import (
-    EventBus,
-)
+from agents.events import EventBus
 from agents.model import ModelClient
 from agents.registry import Registry
 from agents.settings import Limits, Settings

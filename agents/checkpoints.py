@@ -1,0 +1,357 @@
+"""Checkpoints and the tool-call ledger of a step: approval, intent, call, result.
+
+A side-effecting call is recorded as an intent (with its idempotency key) before it runs and
+its result after; a resume reuses a recorded result, retries an intent only for idempotent
+tools, and otherwise asks a person (``outcome_unknown``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+from agents import prompts
+from agents.approvals import action_digest
+from agents.events import ApprovalRequested, ToolCalled
+from agents.followups import schedule_checkpoint
+from agents.ids import new_id
+from agents.tools import Risk, Tool, ToolContext
+from storage.models import Approval, Step
+from storage.repositories import approvals, handoffs, steps, tool_calls
+
+if TYPE_CHECKING:
+    from agents.state import RunState, Services
+
+from typing import TYPE_CHECKING
+
+from agents.outcomes import CallResult, Done, Outcome, Parked, Refusal, Rejected
+
+log = logging.getLogger(__name__)
+
+MAX_DRAFT_REJECTIONS = 3
+
+
+class Checkpoints:
+    """Approvals and ledger calls (mixed into :class:`~agents.runtime.StepRunner`)."""
+
+    # Provided by StepRunner.
+    svc: Services
+    state: RunState
+    step: Step
+    run_id: str
+
+    if TYPE_CHECKING:
+
+        async def _save(self, **values: Any) -> None: ...
+
+    # ---- the ledger: approval, intent, call, result ---------------------------------------
+    async def _call(
+        self, tool: Tool, args: dict[str, Any], *, key: str, call_id: str, gated: bool
+    ) -> CallResult | Parked | Done | Refusal:
+        async with self.svc.db.transaction() as session:
+            row = await tool_calls.get_by_key(session, key=key)
+            found = await approvals.find_for_step(
+                session,
+                run_id=self.run_id,
+                step_id=self.step.step_id,
+                kind="tool_call",
+                tool_call_key=key,
+            )
+        if row is not None and row.status in ("done", "error", "skipped"):
+            return CallResult(row.result or "", row.status == "done")
+        if row is not None:  # an intent with no result: we stopped during the call
+            if tool.idempotent:
+                return await self._execute(tool, row.arguments or args, key, call_id, intent=False)
+            return await self._unknown_outcome(tool, row.arguments or args, key, call_id)
+        approved_args = args
+        approval: Approval | None = None
+        if gated:
+            approval = found[-1] if found else None
+            if approval is None:
+                return await self._request_approval(
+                    "tool_call", {"tool": tool.name, "arguments": args}, tool.risk, key=key
+                )
+            if approval.status == "pending":
+                return Parked(approval.id)
+            if approval.status == "taken_over":
+                return await self._taken_over(approval)
+            if approval.status != "approved":
+                await self._consume(approval)
+                return Refusal(approval.reason or "no reason given")
+            if approval.edited and "arguments" in approval.edited:
+                approved_args = approval.edited["arguments"]
+        return await self._execute(
+            tool,
+            approved_args,
+            key,
+            call_id,
+            intent=tool.risk is not Risk.READ_ONLY,
+            approval=approval,
+        )
+
+    async def _execute(
+        self,
+        tool: Tool,
+        args: dict[str, Any],
+        key: str,
+        call_id: str,
+        *,
+        intent: bool,
+        approval: Approval | None = None,
+    ) -> CallResult:
+        now = self.svc.clock()
+        row = {
+            "idempotency_key": key,
+            "run_id": self.run_id,
+            "step_id": self.step.step_id,
+            "call_id": call_id[:100],
+            "tool": tool.name,
+            "arguments": args,
+            "risk": str(tool.risk),
+            "idempotent": tool.idempotent,
+            "status": "intent",
+            "created_at": now,
+        }
+        if intent:
+            # The intent is durable before the side effect starts.
+            async with self.svc.db.transaction() as session:
+                if await tool_calls.get_by_key(session, key=key) is None:
+                    await tool_calls.insert(session, values=row)
+                if approval is not None:
+                    await approvals.consume(session, approval_id=approval.id, now=now)
+                await steps.update_step(
+                    session,
+                    run_id=self.run_id,
+                    step_id=self.step.step_id,
+                    values={"status": "running"},
+                )
+        ctx = ToolContext(run_id=self.run_id, step_id=self.step.step_id, idempotency_key=key)
+        try:
+            text, ok = await tool.call(args, ctx), True
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a tool error is news for the model, not a crash
+            log.info("tool %s failed: %s", tool.name, exc)
+            text, ok = f"Error from {tool.name}: {type(exc).__name__}: {exc}", False
+        done = {
+            "status": "done" if ok else "error",
+            "result": text,
+            "finished_at": self.svc.clock(),
+        }
+        async with self.svc.db.transaction() as session:
+            if intent:
+                await tool_calls.finish(session, key=key, values=done)
+            else:
+                existing = await tool_calls.get_by_key(session, key=key)
+                if existing is None:
+                    await tool_calls.insert(session, values={**row, **done})
+                else:
+                    await tool_calls.finish(session, key=key, values=done)
+        await self.svc.bus.publish(
+            ToolCalled(self.run_id, self.step.step_id, tool.name, args, ok, text[:200])
+        )
+        return CallResult(text, ok)
+
+    async def _unknown_outcome(
+        self, tool: Tool, args: dict[str, Any], key: str, call_id: str
+    ) -> CallResult | Parked | Done:
+        async with self.svc.db.transaction() as session:
+            found = await approvals.find_for_step(
+                session,
+                run_id=self.run_id,
+                step_id=self.step.step_id,
+                kind="outcome_unknown",
+                tool_call_key=key,
+            )
+        approval = found[-1] if found else None
+        if approval is None:
+            return await self._request_approval(
+                "outcome_unknown",
+                {"tool": tool.name, "arguments": args},
+                tool.risk,
+                key=key,
+                step_status="outcome_unknown",
+            )
+        if approval.status == "pending":
+            return Parked(approval.id)
+        if approval.status == "taken_over":
+            taken = await self._taken_over(approval)
+            if not isinstance(taken, Refusal):
+                return taken
+            approval.reason = taken.reason
+        elif approval.status == "approved":  # a person said: make the call again
+            return await self._execute(tool, args, key, call_id, intent=True, approval=approval)
+        note = approval.reason or "not retried"
+        async with self.svc.db.transaction() as session:
+            await approvals.consume(session, approval_id=approval.id, now=self.svc.clock())
+            await tool_calls.finish(
+                session,
+                key=key,
+                values={
+                    "status": "skipped",
+                    "result": f"Baton stopped during this call and a person chose not to "
+                    f"repeat it: {note}",
+                    "finished_at": self.svc.clock(),
+                },
+            )
+            await steps.update_step(
+                session,
+                run_id=self.run_id,
+                step_id=self.step.step_id,
+                values={"status": "running"},
+            )
+        return CallResult(f"Not repeated after an unknown outcome; a person said: {note}", False)
+
+    async def _request_approval(
+        self,
+        kind: str,
+        action: dict[str, Any],
+        risk: Risk | str,
+        *,
+        key: str | None,
+        step_status: str = "waiting_approval",
+    ) -> Parked:
+        now = self.svc.clock()
+        approval_id = new_id("a")
+        digest = action_digest(action)
+        async with self.svc.db.transaction() as session:
+            expires_at = await schedule_checkpoint(
+                self.svc.settings,
+                session,
+                approval_id=approval_id,
+                run_id=self.run_id,
+                risk=str(risk),
+                now=now,
+            )
+            await approvals.insert(
+                session,
+                values={
+                    "expires_at": expires_at,
+                    "id": approval_id,
+                    "run_id": self.run_id,
+                    "step_id": self.step.step_id,
+                    "kind": kind,
+                    "tool_call_key": key,
+                    "action": action,
+                    "digest": digest,
+                    "risk": str(risk),
+                    "status": "pending",
+                    "requested_by": self.state.requester,
+                    "created_at": now,
+                },
+            )
+            await steps.update_step(
+                session,
+                run_id=self.run_id,
+                step_id=self.step.step_id,
+                values={"status": step_status},
+            )
+        self.step.status = step_status
+        timings = self.svc.settings.checkpoint_timings.get(str(risk))
+        first = (
+            min(
+                (t for t in (timings.remind_s, timings.escalate_s, timings.expire_s) if t > 0),
+                default=None,
+            )
+            if timings
+            else None
+        )
+        if first is not None:
+            self.svc.poke(now + first)
+        await self.svc.bus.publish(
+            ApprovalRequested(
+                self.run_id, approval_id, self.step.step_id, kind, action, digest, str(risk)
+            )
+        )
+        return Parked(approval_id)
+
+    async def _consume(self, approval: Approval, **step_values: Any) -> None:
+        async with self.svc.db.transaction() as session:
+            await approvals.consume(session, approval_id=approval.id, now=self.svc.clock())
+            await steps.update_step(
+                session,
+                run_id=self.run_id,
+                step_id=self.step.step_id,
+                values={"status": "running", **step_values},
+            )
+
+    # ---- a draft that needs approval before it counts -------------------------------------
+    async def _draft_checkpoint(
+        self, draft: str, transcript: list[dict[str, Any]]
+    ) -> Outcome | list[dict[str, Any]]:
+        async with self.svc.db.transaction() as session:
+            found = await approvals.find_for_step(
+                session,
+                run_id=self.run_id,
+                step_id=self.step.step_id,
+                kind="step_output",
+                tool_call_key=None,
+            )
+        latest = found[-1] if found else None
+        fresh = latest is None or (latest.consumed_at is not None and latest.status == "rejected")
+        if fresh:
+            rejections = sum(1 for a in found if a.status == "rejected")
+            if rejections >= MAX_DRAFT_REJECTIONS:
+                return Rejected(
+                    f"the draft was rejected {rejections} times; last reason: "
+                    f"{found[-1].reason or 'none given'}"
+                )
+            return await self._request_approval(
+                "step_output", {"step": self.step.title, "draft": draft}, Risk.WRITES, key=None
+            )
+        assert latest is not None
+        if latest.status == "pending":
+            return Parked(latest.id)
+        if latest.status == "expired":
+            return Rejected(latest.reason or "the approval expired")
+        if latest.status == "taken_over":
+            taken = await self._taken_over(latest)
+            if not isinstance(taken, Refusal):
+                return taken
+            latest.reason = taken.reason
+        elif latest.status == "approved":
+            await self._consume(latest)
+            edited = (latest.edited or {}).get("draft")
+            return Done(edited if isinstance(edited, str) else draft)
+        note = {
+            "role": "user",
+            "content": "A person rejected this draft. Their reason:\n"
+            + prompts.fence(latest.reason or "none given", source="reviewer")
+            + "\nRevise the draft accordingly and reply with the new draft only.",
+        }
+        transcript = [*transcript, note]
+        await self._consume(latest, transcript=transcript)
+        self.step.transcript = transcript
+        return transcript
+
+    async def _taken_over(self, approval: Approval) -> Parked | Done | Refusal:
+        """A person took this checkpoint over: wait for them, use their result, or continue."""
+        async with self.svc.db.transaction() as session:
+            found = await handoffs.list_handoffs(
+                session, run_id=self.run_id, step_id=self.step.step_id
+            )
+        handoff = next((h for h in reversed(found) if h.ref == f"takeover:{approval.id}"), None)
+        if handoff is None or handoff.status == "open":
+            return Parked(handoff.id if handoff else approval.id)
+        if handoff.status in ("returned", "handed_back"):
+            await self._close_handoff(handoff.id, handoff.status)
+            note = handoff.answer or "no note"
+            return Refusal(f"a person took this over, then handed it back: {note}")
+        await self._close_handoff(handoff.id, "answered")
+        return Done(handoff.answer or "")
+
+    async def _close_handoff(self, handoff_id: str, expected: str) -> None:
+        # answered → closed, returned → handed_back: final states that still say which it was,
+        # so a resume after a crash takes the same branch again.
+        final = {"answered": "closed", "returned": "handed_back"}.get(expected, expected)
+        async with self.svc.db.transaction() as session:
+            await handoffs.close_if(
+                session, handoff_id=handoff_id, expected=expected, values={"status": final}
+            )
+            await steps.update_step(
+                session,
+                run_id=self.run_id,
+                step_id=self.step.step_id,
+                values={"status": "running"},
+            )
