@@ -255,14 +255,18 @@ class Engine(RunLoop, PeopleActions):
     async def _heartbeat(self, run_id: str) -> None:
         while True:
             await asyncio.sleep(self.svc.settings.lease_s / 3)
-            async with self.svc.db.transaction() as session:
-                await runs.claim(
-                    session,
-                    run_id=run_id,
-                    owner=self.owner,
-                    now=self.svc.clock(),
-                    lease_seconds=self.svc.settings.lease_s,
-                )
+            try:
+                async with self.svc.db.transaction() as session:
+                    await runs.claim(
+                        session,
+                        run_id=run_id,
+                        owner=self.owner,
+                        now=self.svc.clock(),
+                        lease_seconds=self.svc.settings.lease_s,
+                    )
+            except DatabaseUnavailable as exc:
+                # Keep beating: a blip must not end the heartbeat while the run goes on.
+                log.warning("could not renew the lease on %s: %s", run_id, exc)
 
     async def _drive(self, run_id: str) -> RunSummary:
         if not await self._claim(run_id):

@@ -111,7 +111,8 @@ class RunLoop:
                 parked_now = {
                     k for k, s in state.steps.items() if s.status in WAITING_STEP and k not in tasks
                 }
-                if parked_now or woken:
+                # Each poll (or wake) also checks for a cancel made from another process.
+                if parked_now or woken or not done:
                     if await self._cancel_requested(state.run_id):
                         return await self._finish(state, "cancelled", "Cancelled on request.")
                     recheck |= await self._decided(state.run_id) & parked_now
