@@ -32,7 +32,8 @@ class RunBudget:
             )
         if self.cost_usd >= lim.max_cost_usd:
             raise LimitExceeded(
-                f"The run cost ${self.cost_usd:.4f}, reaching its cap of ${lim.max_cost_usd:.2f} "
+                f"The run cost ${dollars(self.cost_usd)}, reaching its cap of "
+                f"${dollars(lim.max_cost_usd)} "
                 "(BATON_MAX_COST_USD), and was stopped."
             )
 
@@ -41,3 +42,9 @@ class RunBudget:
         self.model_calls += 1
         self.tokens += tokens
         self.cost_usd += cost_usd
+
+
+def dollars(amount: float) -> str:
+    """Dollars without rounding small amounts to zero or writing them as 1e-05."""
+    text = f"{amount:.6f}".rstrip("0").rstrip(".")
+    return text if text not in ("", "0") or amount == 0 else f"{amount:.2e}"

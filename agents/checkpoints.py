@@ -8,6 +8,7 @@ tools, and otherwise asks a person (``outcome_unknown``).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -81,7 +82,7 @@ class Checkpoints:
                 return Refusal(approval.reason or "no reason given")
             if approval.edited and "arguments" in approval.edited:
                 approved_args = approval.edited["arguments"]
-        return await self._execute(
+        result = await self._execute(
             tool,
             approved_args,
             key,
@@ -89,6 +90,15 @@ class Checkpoints:
             intent=tool.risk is not Risk.READ_ONLY,
             approval=approval,
         )
+        if approved_args != args:
+            # The model must know what was really done, not what it had asked for.
+            edited = json.dumps(approved_args, ensure_ascii=False)
+            return CallResult(
+                f"A person edited the arguments before approving; the call was made with "
+                f"{edited}. Result: {result.text}",
+                result.ok,
+            )
+        return result
 
     async def _execute(
         self,

@@ -168,11 +168,18 @@ class Timer:
         self.work = work
         # No misfire grace (None = run however late): lateness is decided from the rows,
         # not by APScheduler's 1-second default.
+        from apscheduler.executors.debug import DebugExecutor
+
+        # The job itself is a plain function run on the event loop's thread (DebugExecutor
+        # calls it in place); it starts a task we own, so shutdown can cancel and await it
+        # instead of leaving APScheduler to report a cancelled coroutine job.
         self.scheduler: Any = AsyncIOScheduler(
             timezone=UTC,
+            executors={"default": DebugExecutor()},
             job_defaults={"misfire_grace_time": None, "coalesce": True, "max_instances": 1},
         )
         self._next: float | None = None
+        self._task: asyncio.Task[None] | None = None
         self.ticks = 0
 
     def start(self) -> None:
@@ -184,7 +191,7 @@ class Timer:
         at = time.time() + delay
         self._next = at
         self.scheduler.add_job(
-            self._tick,
+            self._fire,
             trigger="date",
             run_date=datetime.fromtimestamp(at, UTC),
             id=self.JOB_ID,
@@ -195,6 +202,11 @@ class Timer:
         """Something new falls due at ``due_at``: wake earlier if that is sooner."""
         if self._next is None or due_at < self._next:
             self._arm(max(0.0, due_at - time.time()))
+
+    def _fire(self) -> None:
+        if self._task is not None and not self._task.done():
+            return  # a tick is still running; it re-arms the timer when it ends
+        self._task = asyncio.get_running_loop().create_task(self._tick())
 
     async def _tick(self) -> None:
         self.ticks += 1
@@ -211,7 +223,11 @@ class Timer:
             log.exception("due work tick failed")
         self._arm(delay)
 
-    def shutdown(self) -> None:
-        """Stop the scheduler (rows stay in the database)."""
+    async def shutdown(self) -> None:
+        """Stop the scheduler and any tick in progress (rows stay in the database; a claim
+        cut short is taken again when its lease ends)."""
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)

@@ -30,6 +30,7 @@ from agents.events import (
     PlanReady,
     RunStarted,
     StepInfo,
+    StepRetrying,
 )
 from agents.followups import register_handlers
 from agents.ids import new_id
@@ -316,6 +317,9 @@ class Engine(RunLoop, PeopleActions):
         settings = self.svc.settings
         model = settings.planner_model or settings.model
 
+        async def on_retry(attempt: int, delay: float, exc: ModelError) -> None:
+            await self.bus.publish(StepRetrying(state.run_id, "plan", attempt, delay, str(exc)))
+
         async def call(messages: list[dict[str, Any]], fmt: dict[str, Any]) -> ModelReply:
             state.budget.check()
             reply = await with_retries(
@@ -328,6 +332,7 @@ class Engine(RunLoop, PeopleActions):
                 retries=settings.model_retries,
                 base=settings.retry_base_s,
                 cap=settings.retry_max_s,
+                on_retry=on_retry,
             )
             state.budget.add(tokens=reply.tokens_in + reply.tokens_out, cost_usd=reply.cost_usd)
             async with self.svc.db.transaction() as session:
@@ -368,7 +373,7 @@ class Engine(RunLoop, PeopleActions):
     async def close(self) -> None:
         """Stop driving (runs stay resumable) and wait for drivers to let go."""
         if self.timer is not None:
-            self.timer.shutdown()
+            await self.timer.shutdown()
             self.timer = None
         tasks = list(self._drivers.values())
         for task in tasks:

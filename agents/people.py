@@ -94,7 +94,7 @@ class PeopleActions:
             )
             if not won:
                 raise ApprovalError(
-                    f"This handoff was already {handoff.status}"
+                    f"This handoff was already {_said(handoff.status)}"
                     + (f" by {handoff.answered_by}." if handoff.answered_by else ".")
                 )
             await audit.append(
@@ -263,7 +263,7 @@ class PeopleActions:
             )
             if not won:
                 raise ApprovalError(
-                    f"This handoff was already {handoff.status}"
+                    f"This handoff was already {_said(handoff.status)}"
                     + (f" by {handoff.answered_by}." if handoff.answered_by else ".")
                 )
             await audit.append(
@@ -301,3 +301,8 @@ class PeopleActions:
         with contextlib.suppress(asyncio.CancelledError, BatonError):
             await asyncio.shield(task)
         return await self.summary(run_id)
+
+
+def _said(status: str) -> str:
+    """A handoff's state as people say it."""
+    return {"closed": "answered", "handed_back": "returned"}.get(status, status)

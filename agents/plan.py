@@ -58,6 +58,8 @@ class Plan(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     steps: list[PlanStep]
+    #: A playbook's input values, filled into ``{inputs.NAME}`` when each step starts.
+    inputs: dict[str, str] = Field(default_factory=dict)
 
     def step(self, step_id: str) -> PlanStep:
         """The step with this id."""
@@ -184,5 +186,7 @@ def find_cycle(plan: Plan) -> list[str]:
 
 
 def plan_json_schema() -> dict[str, Any]:
-    """JSON schema of a plan, for structured output."""
-    return Plan.model_json_schema()
+    """JSON schema of a plan, for structured output (inputs are a playbook's, not the model's)."""
+    schema = Plan.model_json_schema()
+    schema.get("properties", {}).pop("inputs", None)
+    return schema

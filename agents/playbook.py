@@ -128,7 +128,7 @@ def bind(
             problems.append(f"Unknown input {name!r}; this playbook takes: {known}.")
     ids = {s.id for s in playbook.steps}
 
-    def fill(text: str, where: str) -> str:
+    def fill(text: str, where: str, *, keep_inputs: bool = False) -> str:
         def sub(m: re.Match[str]) -> str:
             kind, name, output = m.group(1), m.group(2), m.group(3)
             if kind is None:
@@ -137,7 +137,9 @@ def bind(
                 if name not in playbook.inputs:
                     problems.append(f"{where} refers to unknown input {{inputs.{name}}}.")
                     return m.group(0)
-                return values.get(name, "")
+                # Instructions and arguments keep the reference: they are filled in one pass at
+                # run time, so an input's value is never itself read as a reference.
+                return m.group(0) if keep_inputs else values.get(name, "")
             if name not in ids or not output:
                 problems.append(f"{where} refers to {m.group(0)}, which is not a step's output.")
             return m.group(0)
@@ -148,12 +150,14 @@ def bind(
     steps = []
     for s in playbook.steps:
         refs = set(step_references(s.instructions))
-        args = _fill_args(s.arguments, lambda t, sid=s.id: fill(t, f"step {sid!r}"), refs)
+        args = _fill_args(
+            s.arguments, lambda t, sid=s.id: fill(t, f"step {sid!r}", keep_inputs=True), refs
+        )
         steps.append(
             s.model_copy(
                 update={
                     "title": fill(s.title, f"step {s.id!r}"),
-                    "instructions": fill(s.instructions, f"step {s.id!r}"),
+                    "instructions": fill(s.instructions, f"step {s.id!r}", keep_inputs=True),
                     "arguments": args,
                     "depends_on": sorted(
                         set(s.depends_on)
@@ -170,7 +174,7 @@ def bind(
     if problems:
         raise PlaybookError(f"Playbook {playbook.name!r}: " + " ".join(problems))
     try:
-        plan = validate(Plan(steps=steps), registry, max_steps=max_steps)
+        plan = validate(Plan(steps=steps, inputs=values), registry, max_steps=max_steps)
     except PlanError as exc:
         raise PlaybookError(
             f"Playbook {playbook.name!r} is invalid: " + " ".join(exc.problems)
@@ -194,12 +198,18 @@ def _fill_args(value: Any, fill: Any, refs: set[str]) -> Any:
     return value
 
 
-def render(text: str, *, goal: str, outputs: dict[str, str]) -> str:
-    """Replace ``{goal}`` and ``{steps.ID.output}`` with their values at run time."""
+def render(
+    text: str, *, goal: str, outputs: dict[str, str], inputs: dict[str, str] | None = None
+) -> str:
+    """Replace ``{goal}``, ``{inputs.NAME}`` and ``{steps.ID.output}`` in one pass, so a value
+    (a person's input, a model's output) is never read again as a reference."""
+    given = inputs or {}
 
     def sub(m: re.Match[str]) -> str:
         if m.group(1) is None:
             return goal
+        if m.group(1) == "inputs" and m.group(2) in given:
+            return given[m.group(2)]
         if m.group(1) == "steps" and m.group(2) in outputs:
             return outputs[m.group(2)]
         return m.group(0)
@@ -207,12 +217,16 @@ def render(text: str, *, goal: str, outputs: dict[str, str]) -> str:
     return REFERENCE.sub(sub, text)
 
 
-def render_value(value: Any, *, goal: str, outputs: dict[str, str]) -> Any:
+def render_value(
+    value: Any, *, goal: str, outputs: dict[str, str], inputs: dict[str, str] | None = None
+) -> Any:
     """:func:`render` applied to every string inside a JSON-like value."""
     if isinstance(value, str):
-        return render(value, goal=goal, outputs=outputs)
+        return render(value, goal=goal, outputs=outputs, inputs=inputs)
     if isinstance(value, dict):
-        return {k: render_value(v, goal=goal, outputs=outputs) for k, v in value.items()}
+        return {
+            k: render_value(v, goal=goal, outputs=outputs, inputs=inputs) for k, v in value.items()
+        }
     if isinstance(value, list):
-        return [render_value(v, goal=goal, outputs=outputs) for v in value]
+        return [render_value(v, goal=goal, outputs=outputs, inputs=inputs) for v in value]
     return value

@@ -70,7 +70,9 @@ class StepRunner(Checkpoints, Handoffs):
         step = self.step
         tool = self.svc.registry.tool(step.tool or "")
         outputs = self.state.outputs()
-        raw_args = render_value(step.arguments or {}, goal=self.state.goal, outputs=outputs)
+        raw_args = render_value(
+            step.arguments or {}, goal=self.state.goal, outputs=outputs, inputs=self.state.inputs
+        )
         try:
             args = tool.validate(raw_args)
         except ToolArgumentsError as exc:
@@ -288,5 +290,7 @@ def step_context(state: RunState, step: Step) -> dict[str, Any]:
         for dep in step.depends_on or []
         if dep in state.steps
     }
-    instructions = render(step.instructions or "", goal=state.goal, outputs=outputs)
+    instructions = render(
+        step.instructions or "", goal=state.goal, outputs=outputs, inputs=state.inputs
+    )
     return {"instructions": instructions, "dependencies": deps, "epoch": 0}

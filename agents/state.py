@@ -52,6 +52,8 @@ class RunState:
     budget: RunBudget
     steps: dict[str, Step] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
+    #: A playbook's input values (for ``{inputs.NAME}`` in instructions and arguments).
+    inputs: dict[str, str] = field(default_factory=dict)
 
     def outputs(self) -> dict[str, str]:
         """Outputs of finished steps by id."""
@@ -75,7 +77,9 @@ def load_state(run: Run, rows: list[Step]) -> RunState:
         tokens=run.tokens_in + run.tokens_out,
         cost_usd=run.cost_usd,
     )
-    return RunState(run.id, run.goal, run.requester, limits, budget, {s.step_id: s for s in rows})
+    inputs = {str(k): str(v) for k, v in ((run.plan or {}).get("inputs") or {}).items()}
+    steps = {s.step_id: s for s in rows}
+    return RunState(run.id, run.goal, run.requester, limits, budget, steps, inputs=inputs)
 
 
 def sinks(state: RunState) -> list[str]:

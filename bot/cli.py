@@ -201,6 +201,7 @@ def _requester() -> str:
 
 async def _cmd_run(args: argparse.Namespace) -> int:
     from agents.bootstrap import check_models, models_needed, open_engine
+    from agents.engine import clean_goal
     from agents.errors import PlaybookError
     from agents.playbook import bind, load_playbook
     from agents.registry import build_registry
@@ -222,6 +223,7 @@ async def _cmd_run(args: argparse.Namespace) -> int:
             raise PlaybookError('Say what you want done: baton run "research Acme" (or --playbook)')
         if args.input:
             raise PlaybookError("--input goes with --playbook.")
+        clean_goal(args.goal, settings.limits.max_goal_chars)  # before the slow model checks
         check_models(models_needed(settings, registry, None))
         engine = await open_engine(settings, registry=registry)
         plan = None
@@ -312,8 +314,12 @@ async def _follow(engine: Engine, console: Console, run_id: str, mode: str) -> i
             _say_waiting(console, run_id, pending, open_)
             return EXIT_WAITING
         for a in todo:
+            if prompter.closed:
+                break
             await _prompt_approval(engine, console, prompter, a, skipped)
         for h in todo_h:
+            if prompter.closed:
+                break
             text = await prompter.handoff(h)
             if text is None:
                 skipped.add(h.id)

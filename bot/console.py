@@ -212,6 +212,8 @@ class Prompter:
 
     async def ask(self, question: str) -> str | None:
         """Show ``question`` and read one line (None once input has ended)."""
+        if self.closed:
+            return None
         self.console.out.write(question)
         self.console.out.flush()
         line = await self.reader.readline()
@@ -220,14 +222,17 @@ class Prompter:
         return line
 
     async def ask_block(self, question: str) -> str | None:
-        """Read lines until one holding only '.', or end of input."""
+        """Read lines until one holding only '.'; None if input ends first (nothing half-typed
+        is ever submitted)."""
+        if self.closed:
+            return None
         self.console.write(question + " (end with a line containing only '.')")
         lines: list[str] = []
         while True:
             line = await self.reader.readline()
             if line is None:
                 self.closed = True
-                return "\n".join(lines) if lines else None
+                return None
             if line.strip() == ".":
                 return "\n".join(lines)
             lines.append(line)

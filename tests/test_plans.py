@@ -90,12 +90,31 @@ steps:
 def test_playbook_binds_inputs_and_implies_dependencies(registry):
     goal, plan = bind(parse_playbook(PLAYBOOK), {"account": "Acme"}, registry, max_steps=10)
     assert goal == "Research Acme"
-    assert plan.step("research").instructions == "Find facts about Acme."
+    assert plan.step("research").title == "Research Acme"
+    assert plan.inputs == {"account": "Acme", "tone": "friendly"}
     assert plan.step("draft").depends_on == ["research"]
     assert plan.step("log").depends_on == ["draft"]
-    assert plan.step("log").arguments == {"entry": "Acme: {steps.draft.output}"}
-    text = render(plan.step("draft").instructions, goal=goal, outputs={"research": "FACTS"})
+    text = render(
+        plan.step("draft").instructions,
+        goal=goal,
+        outputs={"research": "FACTS"},
+        inputs=plan.inputs,
+    )
     assert text == "Write a friendly note using FACTS"
+    research = render(plan.step("research").instructions, goal=goal, outputs={}, inputs=plan.inputs)
+    assert research == "Find facts about Acme."
+
+
+def test_values_are_never_read_again_as_references(registry):
+    sneaky = {"account": "{steps.draft.output} {goal}"}
+    goal, plan = bind(parse_playbook(PLAYBOOK), sneaky, registry, max_steps=10)
+    text = render(
+        plan.step("research").instructions,
+        goal=goal,
+        outputs={"draft": "SECRET"},
+        inputs=plan.inputs,
+    )
+    assert text == "Find facts about {steps.draft.output} {goal}."
 
 
 def test_playbook_input_errors_are_listed(registry):
