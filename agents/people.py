@@ -305,4 +305,6 @@ class PeopleActions:
 
 def _said(status: str) -> str:
     """A handoff's state as people say it."""
-    return {"closed": "answered", "handed_back": "returned"}.get(status, status)
+    return {"closed": "answered", "handed_back": "returned", "ended": "closed: the run ended"}.get(
+        status, status
+    )

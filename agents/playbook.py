@@ -81,7 +81,7 @@ def find_playbook(name: str, directory: str | Path) -> Path:
             return path
     known = sorted(p.stem for p in folder.glob("*.y*ml")) if folder.is_dir() else []
     listing = ", ".join(known) if known else "none"
-    raise PlaybookError(f"There is no playbook {name!r} in {folder}/. Playbooks: {listing}.")
+    raise PlaybookError(f"There is no playbook {name!r}. Playbooks: {listing}.")
 
 
 def parse_playbook(text: str, *, source: str = "playbook") -> Playbook:
@@ -119,7 +119,7 @@ def bind(
             values[name] = spec.default
         elif spec.required:
             hint = f" ({spec.description})" if spec.description else ""
-            problems.append(f"Missing input {name!r}{hint}: pass --input {name}=...")
+            problems.append(f"Missing input {name!r}{hint}: give {name}=VALUE.")
         else:
             values[name] = ""
     for name in inputs:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import and_, func, select
 
 from agents.events import (
+    ApprovalDecided,
     EventBus,
     RunFinished,
     RunWaiting,
@@ -393,16 +394,39 @@ class RunLoop:
                     )
                     step.status = "cancelled"
             await due.cancel(session, run_id=state.run_id)
-            if status == "cancelled":
-                await session.execute(
-                    APPROVALS.update()
-                    .where(
-                        and_(APPROVALS.c.run_id == state.run_id, APPROVALS.c.status == "pending")
-                    )
-                    .values(status="expired", reason="the run was cancelled")
+            # Nothing can be decided on an ended run: close its open checkpoints, so their
+            # buttons go away (the events below) and a late click is told so.
+            closed = await session.execute(
+                APPROVALS.update()
+                .where(and_(APPROVALS.c.run_id == state.run_id, APPROVALS.c.status == "pending"))
+                .values(
+                    status="expired",
+                    decided_by="baton",
+                    decided_at=now,
+                    reason=f"the run was {status}",
                 )
+                .returning(APPROVALS.c.id, APPROVALS.c.step_id)
+            )
+            expired = [(str(r.id), str(r.step_id)) for r in closed]
+            await session.execute(
+                HANDOFFS.update()
+                .where(and_(HANDOFFS.c.run_id == state.run_id, HANDOFFS.c.status == "open"))
+                .values(status="ended", answer=f"(the run was {status})", answered_at=now)
+            )
             run = await runs.get_run(session, run_id=state.run_id)
         assert run is not None
+        for approval_id, step_id in expired:
+            await self.bus.publish(
+                ApprovalDecided(
+                    state.run_id,
+                    approval_id,
+                    step_id,
+                    "expired",
+                    "baton",
+                    f"the run was {status}",
+                    False,
+                )
+            )
         await self.bus.publish(
             RunFinished(
                 state.run_id,

@@ -154,6 +154,12 @@ class Poster:
             opened = await self.call("conversations.open", users=user)
             channel = str((opened.get("channel") or {}).get("id", ""))
             if channel:
-                await self.call("chat.postMessage", channel=channel, text=text)
+                await self.call(
+                    "chat.postMessage",
+                    channel=channel,
+                    text=text,
+                    unfurl_links=False,
+                    unfurl_media=False,
+                )
         except (SlackApiError, SlackChannelError) as exc:
             log.warning("could not DM %s: %s", user, exc)

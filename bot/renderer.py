@@ -11,7 +11,6 @@ Only runs whose origin is Slack (``origin["slack"]``) are rendered here.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import time
@@ -193,13 +192,12 @@ class SlackRenderer:
         # From here on a new event schedules another edit, no sooner than the interval.
         self._pending.pop(run_id, None)
         self._last_edit[run_id] = time.monotonic()
-        with contextlib.suppress(SlackAuthError):
-            try:
-                await self.edit_card(run_id)
-            except SlackChannelError:
-                pass
-            except Exception:
-                log.exception("could not edit the card of run %s", run_id)
+        try:
+            await self.edit_card(run_id)
+        except (SlackAuthError, SlackChannelError):
+            pass  # already reported once, where it was first seen
+        except Exception:
+            log.exception("could not edit the card of run %s", run_id)
 
     async def edit_card(self, run_id: str) -> None:
         """Rebuild the card from storage and edit it in place."""

@@ -54,6 +54,7 @@ async def serve(
     worker = asyncio.create_task(serve_engine(engine))
     runner: web.AppRunner | None = None
     handler = None
+    app = None
     try:
         if mode == "headless":
             say("Slack is not configured (SLACK_BOT_TOKEN unset): running the engine only.\n")
@@ -80,6 +81,12 @@ async def serve(
             ready.set()
         await stop.wait()
     finally:
+        if handler is not None or runner is not None:
+            # Let the last card edits and thread posts out before stopping (bounded).
+            ctx = getattr(app, "baton", None)
+            if ctx is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(ctx.renderer.drain(), timeout=5)
         worker.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await worker

@@ -131,7 +131,15 @@ async def start(
     inputs: dict[str, str] | None = None,
 ) -> str | None:
     """Post the run's card (the thread's root), then start the run with that thread."""
-    card = RunCard(run_id="…", goal=goal, requester=user, status="planning", steps=())
+    card = RunCard(
+        run_id="…",
+        goal=goal,
+        requester=user,
+        status="planning" if plan is None else "running",
+        steps=(),
+        source="goal" if plan is None else "playbook",
+        playbook=playbook,
+    )
     text, blocks = status_card(card)
     try:
         ts = await ctx.poster.post(channel, text, blocks)

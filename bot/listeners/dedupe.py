@@ -28,6 +28,7 @@ def register(app: AsyncApp, ctx: BotContext) -> None:
                     session, event_id=str(event_id), team_id=body.get("team_id"), now=time.time()
                 )
             if not first:
-                return resp  # 200, nothing runs: this delivery was handled already
+                # Acknowledge with 200 (anything else makes Slack retry again), run nothing.
+                return BoltResponse(status=200, body="")
         await next()
         return None
