@@ -60,7 +60,7 @@ class Checkpoints:
                 tool_call_key=key,
             )
         if row is not None and row.status in ("done", "error", "skipped"):
-            return CallResult(row.result or "", row.status == "done")
+            return CallResult(row.result or "", row.status == "done", row.status == "skipped")
         if row is not None:  # an intent with no result: we stopped during the call
             if tool.idempotent:
                 return await self._execute(tool, row.arguments or args, key, call_id, intent=False)
@@ -190,8 +190,18 @@ class Checkpoints:
             if not isinstance(taken, Refusal):
                 return taken
             approval.reason = taken.reason
-        elif approval.status == "approved":  # a person said: make the call again
+        elif approval.status == "approved" and approval.consumed_at is None:
+            # A person said: make the call again. Once: the approval is consumed with the
+            # new attempt, so a crash during it asks again instead of repeating it.
             return await self._execute(tool, args, key, call_id, intent=True, approval=approval)
+        elif approval.status == "approved":
+            return await self._request_approval(
+                "outcome_unknown",
+                {"tool": tool.name, "arguments": args},
+                tool.risk,
+                key=key,
+                step_status="outcome_unknown",
+            )
         note = approval.reason or "not retried"
         async with self.svc.db.transaction() as session:
             await approvals.consume(session, approval_id=approval.id, now=self.svc.clock())
@@ -211,7 +221,9 @@ class Checkpoints:
                 step_id=self.step.step_id,
                 values={"status": "running"},
             )
-        return CallResult(f"Not repeated after an unknown outcome; a person said: {note}", False)
+        return CallResult(
+            f"Not repeated after an unknown outcome; a person said: {note}", False, skipped=True
+        )
 
     async def _request_approval(
         self,

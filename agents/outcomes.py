@@ -43,6 +43,8 @@ class CallResult:
 
     text: str
     ok: bool = True
+    #: A person chose not to repeat a call whose outcome was unknown.
+    skipped: bool = False
 
 
 @dataclass(frozen=True)

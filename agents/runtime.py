@@ -84,6 +84,8 @@ class StepRunner(Checkpoints, Handoffs):
             return result
         if isinstance(result, Refusal):
             return Rejected(result.reason)
+        if result.skipped:
+            return Done(result.text)  # a person settled it: the step has nothing more to do
         if not result.ok:
             return Failed(f"{tool.name} failed: {result.text}")
         return Done(result.text)
