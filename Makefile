@@ -22,7 +22,7 @@ serve: $(BIN)/baton
 
 lint: $(BIN)/baton
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check agents bot storage tests bench
+	$(BIN)/ruff format --check agents bot storage tests $(wildcard bench)
 	$(BIN)/hadolint Dockerfile
 
 types: $(BIN)/baton
