@@ -736,7 +736,7 @@ def test_handoff_to_another_agent(llm: ScriptedLLM, baton_env: dict[str, str]) -
         ),
         (
             ["run", "--playbook", str(PLAYBOOKS / "account_brief.yaml")],
-            "Missing input 'account' (Company name): pass --input account=...",
+            "Missing input 'account' (Company name): give account=VALUE.",
         ),
         (
             [
