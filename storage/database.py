@@ -130,8 +130,11 @@ class Database:
             self._sync_engine = engine
             self._sync_conn = engine.connect()
         else:
+            # Transactions are short; a small pool per process keeps several replicas (and
+            # their tests) well inside PostgreSQL's max_connections.
+            pool = int(os.environ.get("BATON_DB_POOL", "5") or 5)
             self._async_engine = create_async_engine(
-                self.url, pool_size=10, max_overflow=10, pool_pre_ping=True
+                self.url, pool_size=pool, max_overflow=pool, pool_pre_ping=True
             )
 
     @asynccontextmanager
