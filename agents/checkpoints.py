@@ -41,6 +41,7 @@ class Checkpoints:
     state: RunState
     step: Step
     run_id: str
+    fresh: bool
 
     if TYPE_CHECKING:
 
@@ -50,15 +51,17 @@ class Checkpoints:
     async def _call(
         self, tool: Tool, args: dict[str, Any], *, key: str, call_id: str, gated: bool
     ) -> CallResult | Parked | Done | Refusal:
-        async with self.svc.db.transaction() as session:
-            row = await tool_calls.get_by_key(session, key=key)
-            found = await approvals.find_for_step(
-                session,
-                run_id=self.run_id,
-                step_id=self.step.step_id,
-                kind="tool_call",
-                tool_call_key=key,
-            )
+        row, found = None, []
+        if not self.fresh:  # only a resumed step can have this call in its ledger already
+            async with self.svc.db.transaction() as session:
+                row = await tool_calls.get_by_key(session, key=key)
+                found = await approvals.find_for_step(
+                    session,
+                    run_id=self.run_id,
+                    step_id=self.step.step_id,
+                    kind="tool_call",
+                    tool_call_key=key,
+                )
         if row is not None and row.status in ("done", "error", "skipped"):
             return CallResult(row.result or "", row.status == "done", row.status == "skipped")
         if row is not None:  # an intent with no result: we stopped during the call
@@ -126,16 +129,18 @@ class Checkpoints:
         if intent:
             # The intent is durable before the side effect starts.
             async with self.svc.db.transaction() as session:
-                if await tool_calls.get_by_key(session, key=key) is None:
+                if self.fresh or await tool_calls.get_by_key(session, key=key) is None:
                     await tool_calls.insert(session, values=row)
                 if approval is not None:
                     await approvals.consume(session, approval_id=approval.id, now=now)
-                await steps.update_step(
-                    session,
-                    run_id=self.run_id,
-                    step_id=self.step.step_id,
-                    values={"status": "running"},
-                )
+                if self.step.status != "running":
+                    await steps.update_step(
+                        session,
+                        run_id=self.run_id,
+                        step_id=self.step.step_id,
+                        values={"status": "running"},
+                    )
+                    self.step.status = "running"
         ctx = ToolContext(run_id=self.run_id, step_id=self.step.step_id, idempotency_key=key)
         try:
             text, ok = await tool.call(args, ctx), True
@@ -153,7 +158,7 @@ class Checkpoints:
             if intent:
                 await tool_calls.finish(session, key=key, values=done)
             else:
-                existing = await tool_calls.get_by_key(session, key=key)
+                existing = None if self.fresh else await tool_calls.get_by_key(session, key=key)
                 if existing is None:
                     await tool_calls.insert(session, values={**row, **done})
                 else:

@@ -64,6 +64,8 @@ class Engine(RunLoop, PeopleActions):
         self._drivers: dict[str, asyncio.Task[RunSummary]] = {}
         self._wake: dict[str, asyncio.Event] = {}
         self._slots = asyncio.Semaphore(max(1, svc.settings.concurrency))
+        #: Runs whose lease was given up in the same transaction that finished or parked them.
+        self._let_go: set[str] = set()
         self.due = DueWork(
             svc.db,
             self.owner,
@@ -207,6 +209,14 @@ class Engine(RunLoop, PeopleActions):
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.shield(task)
             await asyncio.sleep(0)
+            settled = (
+                self._drivers.get(run_id) is None
+                and task.done()
+                and not task.cancelled()
+                and task.exception() is None
+            )
+            if settled and task.result().status != "running":
+                return task.result()  # what the driver committed last; no re-read
 
     async def summary(self, run_id: str) -> RunSummary:
         """The run's committed status."""
@@ -309,9 +319,11 @@ class Engine(RunLoop, PeopleActions):
             )
         finally:
             heartbeat.cancel()
-            with contextlib.suppress(Exception):
-                async with self.svc.db.transaction() as session:
-                    await runs.release(session, run_id=run_id, owner=self.owner)
+            if run_id not in self._let_go:  # finishing and parking already released it
+                with contextlib.suppress(Exception):
+                    async with self.svc.db.transaction() as session:
+                        await runs.release(session, run_id=run_id, owner=self.owner)
+            self._let_go.discard(run_id)
 
     async def _plan(self, state: RunState) -> RunSummary | None:
         settings = self.svc.settings

@@ -11,6 +11,8 @@ class Done:
     """The step produced its output."""
 
     output: str
+    #: Already committed as done (with the model turn that produced it), at ``finished_at``.
+    finished_at: float | None = None
 
 
 @dataclass(frozen=True)

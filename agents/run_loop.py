@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, func, select
 
@@ -21,7 +21,7 @@ from agents.events import (
 )
 from agents.followups import STEP_WAKE
 from agents.outcomes import Done, Failed, Outcome, Parked
-from agents.runtime import StepRunner, step_context
+from agents.runtime import StepRunner, opening, step_context
 from agents.state import (
     FINISHED_STEP,
     HANDED_BACK,
@@ -49,6 +49,7 @@ class RunLoop:
     owner: str
     _wake: dict[str, asyncio.Event]
     _slots: asyncio.Semaphore
+    _let_go: set[str]
 
     if TYPE_CHECKING:
 
@@ -72,7 +73,7 @@ class RunLoop:
                         if await self._hold_or_skip(state, step):
                             continue
                         await self._start_step(state, step)
-                        tasks[sid] = self._spawn(state, step)
+                        tasks[sid] = self._spawn(state, step, fresh=True)
                     elif step.status == "running":
                         await self.bus.publish(
                             StepStarted(state.run_id, sid, step.title, step.agent, step.tool, True)
@@ -124,10 +125,10 @@ class RunLoop:
             if tasks:
                 await asyncio.gather(*tasks.values(), return_exceptions=True)
 
-    def _spawn(self, state: RunState, step: Step) -> asyncio.Task[Outcome]:
+    def _spawn(self, state: RunState, step: Step, *, fresh: bool = False) -> asyncio.Task[Outcome]:
         async def run() -> Outcome:
             async with self._slots:
-                return await StepRunner(self.svc, state, step).run()
+                return await StepRunner(self.svc, state, step, fresh=fresh).run()
 
         return asyncio.create_task(run(), name=f"baton-step-{state.run_id}-{step.step_id}")
 
@@ -211,14 +212,16 @@ class RunLoop:
     async def _start_step(self, state: RunState, step: Step) -> None:
         now = self.svc.clock()
         context = step_context(state, step)
+        values: dict[str, Any] = {"status": "running", "context": context, "started_at": now}
+        if step.agent and not step.transcript:
+            # The agent's opening messages are committed with the start: one write, not two.
+            values["transcript"] = opening(self.svc, state, step, step.agent, context)
         async with self.svc.db.transaction() as session:
             await steps.update_step(
-                session,
-                run_id=state.run_id,
-                step_id=step.step_id,
-                values={"status": "running", "context": context, "started_at": now},
+                session, run_id=state.run_id, step_id=step.step_id, values=values
             )
         step.status, step.context, step.started_at = "running", context, now
+        step.transcript = values.get("transcript", step.transcript)
         await self.bus.publish(
             StepStarted(state.run_id, step.step_id, step.title, step.agent, step.tool)
         )
@@ -228,13 +231,16 @@ class RunLoop:
         if isinstance(outcome, Parked):
             return None
         if isinstance(outcome, Done):
-            async with self.svc.db.transaction() as session:
-                await steps.update_step(
-                    session,
-                    run_id=state.run_id,
-                    step_id=step.step_id,
-                    values={"status": "done", "output": outcome.output, "finished_at": now},
-                )
+            if outcome.finished_at is not None:
+                now = outcome.finished_at  # committed by the runner with the last turn
+            else:
+                async with self.svc.db.transaction() as session:
+                    await steps.update_step(
+                        session,
+                        run_id=state.run_id,
+                        step_id=step.step_id,
+                        values={"status": "done", "output": outcome.output, "finished_at": now},
+                    )
             step.status, step.output, step.finished_at = "done", outcome.output, now
             await self.bus.publish(
                 StepFinished(
@@ -362,6 +368,7 @@ class RunLoop:
             return await self.summary(state.run_id)
         if news:
             return None
+        self._let_go.add(state.run_id)
         await self.bus.publish(RunWaiting(state.run_id, pending_ids, open_ids))
         return RunSummary(state.run_id, "waiting")
 
@@ -415,6 +422,7 @@ class RunLoop:
             )
             run = await runs.get_run(session, run_id=state.run_id)
         assert run is not None
+        self._let_go.add(state.run_id)
         for approval_id, step_id in expired:
             await self.bus.publish(
                 ApprovalDecided(

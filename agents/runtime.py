@@ -40,11 +40,14 @@ RESULT_LIMIT = 20_000  # characters of a tool result kept for the model
 class StepRunner(Checkpoints, Handoffs):
     """Carries one step forward from whatever state storage holds."""
 
-    def __init__(self, svc: Services, state: RunState, step: Step) -> None:
+    def __init__(self, svc: Services, state: RunState, step: Step, *, fresh: bool = False) -> None:
         self.svc = svc
         self.state = state
         self.step = step
         self.run_id = state.run_id
+        #: Started just now by this driver: nothing of it can be in the ledger yet, so the
+        #: resume look-ups are skipped (they matter only after a crash or a checkpoint).
+        self.fresh = fresh
 
     # ---- entry -------------------------------------------------------------------------
     async def run(self) -> Outcome:
@@ -132,25 +135,16 @@ class StepRunner(Checkpoints, Handoffs):
             tools = [t.schema() for t in self.svc.registry.tools_for(agent)]
             reply = await self._complete(agent.model or self.svc.settings.model, transcript, tools)
             transcript = [*transcript, reply.message()]
+            if not reply.tool_calls and not step.needs_approval:
+                # The final answer: the turn and the step's completion in one commit.
+                output, now = reply.content or "", self.svc.clock()
+                done = {"status": "done", "output": output, "finished_at": now}
+                await self._record_turn(reply, transcript, done)
+                return Done(output, finished_at=now)
             await self._record_turn(reply, transcript)
 
     def _opening(self, agent_name: str, context: dict[str, Any]) -> list[dict[str, Any]]:
-        agent = self.svc.registry.agent(agent_name)
-        user = prompts.step_prompt(
-            goal=self.state.goal,
-            title=self.step.title,
-            instructions=str(context.get("instructions", "")),
-            dependencies=context.get("dependencies", {}),
-        )
-        return [
-            {
-                "role": "system",
-                "content": prompts.system_prompt(
-                    name=agent.name, role=agent.role, instructions=agent.instructions
-                ),
-            },
-            {"role": "user", "content": user},
-        ]
+        return opening(self.svc, self.state, self.step, agent_name, context)
 
     async def _complete(
         self, model: str, transcript: list[dict[str, Any]], tools: list[dict[str, Any]]
@@ -176,7 +170,12 @@ class StepRunner(Checkpoints, Handoffs):
         budget.add(tokens=reply.tokens_in + reply.tokens_out, cost_usd=reply.cost_usd)
         return reply
 
-    async def _record_turn(self, reply: ModelReply, transcript: list[dict[str, Any]]) -> None:
+    async def _record_turn(
+        self,
+        reply: ModelReply,
+        transcript: list[dict[str, Any]],
+        also: dict[str, Any] | None = None,
+    ) -> None:
         now = self.svc.clock()
         async with self.svc.db.transaction() as session:
             await steps.add_usage(
@@ -186,7 +185,7 @@ class StepRunner(Checkpoints, Handoffs):
                 tokens_in=reply.tokens_in,
                 tokens_out=reply.tokens_out,
                 cost_usd=reply.cost_usd,
-                values={"transcript": transcript},
+                values={"transcript": transcript, **(also or {})},
             )
             await runs.add_usage(
                 session,
@@ -296,3 +295,20 @@ def step_context(state: RunState, step: Step) -> dict[str, Any]:
         step.instructions or "", goal=state.goal, outputs=outputs, inputs=state.inputs
     )
     return {"instructions": instructions, "dependencies": deps, "epoch": 0}
+
+
+def opening(
+    svc: Services, state: RunState, step: Step, agent_name: str, context: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """The first messages of an agent's step: its system prompt and the step's brief."""
+    agent = svc.registry.agent(agent_name)
+    user = prompts.step_prompt(
+        goal=state.goal,
+        title=step.title,
+        instructions=str(context.get("instructions", "")),
+        dependencies=context.get("dependencies", {}),
+    )
+    system = prompts.system_prompt(
+        name=agent.name, role=agent.role, instructions=agent.instructions
+    )
+    return [{"role": "system", "content": system}, {"role": "user", "content": user}]

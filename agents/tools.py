@@ -61,13 +61,21 @@ class Tool:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def schema(self) -> dict[str, Any]:
-        """The OpenAI-style function schema."""
-        params = self.args_model.model_json_schema()
-        params.pop("title", None)
-        return {
-            "type": "function",
-            "function": {"name": self.name, "description": self.description, "parameters": params},
-        }
+        """The OpenAI-style function schema (built once: it is sent on every model turn)."""
+        cached = self.extra.get("schema")
+        if cached is None:
+            params = self.args_model.model_json_schema()
+            params.pop("title", None)
+            cached = {
+                "type": "function",
+                "function": {
+                    "name": self.name,
+                    "description": self.description,
+                    "parameters": params,
+                },
+            }
+            self.extra["schema"] = cached
+        return dict(cached)
 
     def validate(self, arguments: Any) -> dict[str, Any]:
         """Check arguments against the schema; returns them normalised, or raises."""

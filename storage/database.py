@@ -41,8 +41,9 @@ class Session(Protocol):
 
     dialect: str
 
-    async def execute(self, statement: Executable) -> Result[Any]:
-        """Run one statement inside the transaction."""
+    async def execute(self, statement: Executable, params: Any = None) -> Result[Any]:
+        """Run one statement inside the transaction (``params``: bound values, or a list of
+        them for an executemany)."""
         ...
 
 
@@ -51,8 +52,8 @@ class _SyncSession:
     connection: Connection
     dialect: str = "sqlite"
 
-    async def execute(self, statement: Executable) -> Result[Any]:
-        return self.connection.execute(statement)
+    async def execute(self, statement: Executable, params: Any = None) -> Result[Any]:
+        return self.connection.execute(statement, params)
 
 
 @dataclass
@@ -60,8 +61,8 @@ class _AsyncSession:
     connection: AsyncConnection
     dialect: str = "postgresql"
 
-    async def execute(self, statement: Executable) -> Result[Any]:
-        return await self.connection.execute(statement)
+    async def execute(self, statement: Executable, params: Any = None) -> Result[Any]:
+        return await self.connection.execute(statement, params)
 
 
 def normalise_url(url: str) -> str:

@@ -5,13 +5,24 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, bindparam, or_, select
 
 from storage.database import Session
 from storage.models import RUNS, Run
 
 ACTIVE_STATUSES = ("planning", "running")
 OPEN_STATUSES = ("planning", "running", "waiting")
+
+
+# Prebuilt hot-path statements (see storage.repositories.steps).
+_UPDATE = RUNS.update().where(RUNS.c.id == bindparam("k_run"))
+_ADD_USAGE = _UPDATE.values(
+    model_calls=RUNS.c.model_calls + bindparam("d_calls"),
+    tokens_in=RUNS.c.tokens_in + bindparam("d_in"),
+    tokens_out=RUNS.c.tokens_out + bindparam("d_out"),
+    cost_usd=RUNS.c.cost_usd + bindparam("d_cost"),
+    updated_at=bindparam("d_now"),
+)
 
 
 async def create_run(session: Session, *, values: dict[str, Any]) -> None:
@@ -49,7 +60,7 @@ async def list_runs(
 
 async def update_run(session: Session, *, run_id: str, values: dict[str, Any]) -> None:
     """Set columns of one run."""
-    await session.execute(RUNS.update().where(RUNS.c.id == run_id).values(**values))
+    await session.execute(_UPDATE, {"k_run": run_id, **values})
 
 
 async def set_status_if(
@@ -76,15 +87,15 @@ async def add_usage(
 ) -> None:
     """Add one model call's usage to the run's totals."""
     await session.execute(
-        RUNS.update()
-        .where(RUNS.c.id == run_id)
-        .values(
-            model_calls=RUNS.c.model_calls + model_calls,
-            tokens_in=RUNS.c.tokens_in + tokens_in,
-            tokens_out=RUNS.c.tokens_out + tokens_out,
-            cost_usd=RUNS.c.cost_usd + cost_usd,
-            updated_at=now,
-        )
+        _ADD_USAGE,
+        {
+            "k_run": run_id,
+            "d_calls": model_calls,
+            "d_in": tokens_in,
+            "d_out": tokens_out,
+            "d_cost": cost_usd,
+            "d_now": now,
+        },
     )
 
 

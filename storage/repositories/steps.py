@@ -4,16 +4,28 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import and_, select
+from sqlalchemy import and_, bindparam, select
 
 from storage.database import Session
 from storage.models import STEPS, Step
 
+# Statements on the engine's hot path are built once; values travel as bound parameters, so
+# SQLAlchemy's compiled cache is hit every time (building a statement costs more than running
+# it on SQLite).
+_BY_KEY = and_(STEPS.c.run_id == bindparam("k_run"), STEPS.c.step_id == bindparam("k_step"))
+_UPDATE = STEPS.update().where(_BY_KEY)
+_ADD_USAGE = _UPDATE.values(
+    model_calls=STEPS.c.model_calls + 1,
+    tokens_in=STEPS.c.tokens_in + bindparam("d_in"),
+    tokens_out=STEPS.c.tokens_out + bindparam("d_out"),
+    cost_usd=STEPS.c.cost_usd + bindparam("d_cost"),
+)
+
 
 async def insert_steps(session: Session, *, rows: list[dict[str, Any]]) -> None:
-    """Insert the steps of a plan (one statement)."""
+    """Insert the steps of a plan (one executemany)."""
     if rows:
-        await session.execute(STEPS.insert().values(rows))
+        await session.execute(STEPS.insert(), rows)
 
 
 async def get_steps(session: Session, *, run_id: str) -> list[Step]:
@@ -33,11 +45,7 @@ async def update_step(
     session: Session, *, run_id: str, step_id: str, values: dict[str, Any]
 ) -> None:
     """Set columns of one step."""
-    await session.execute(
-        STEPS.update()
-        .where(and_(STEPS.c.run_id == run_id, STEPS.c.step_id == step_id))
-        .values(**values)
-    )
+    await session.execute(_UPDATE, {"k_run": run_id, "k_step": step_id, **values})
 
 
 async def add_usage(
@@ -51,17 +59,8 @@ async def add_usage(
     values: dict[str, Any] | None = None,
 ) -> None:
     """Add one model call's usage to a step, setting ``values`` in the same statement."""
-    await session.execute(
-        STEPS.update()
-        .where(and_(STEPS.c.run_id == run_id, STEPS.c.step_id == step_id))
-        .values(
-            model_calls=STEPS.c.model_calls + 1,
-            tokens_in=STEPS.c.tokens_in + tokens_in,
-            tokens_out=STEPS.c.tokens_out + tokens_out,
-            cost_usd=STEPS.c.cost_usd + cost_usd,
-            **(values or {}),
-        )
-    )
+    params = {"k_run": run_id, "k_step": step_id, "d_in": tokens_in, "d_out": tokens_out}
+    await session.execute(_ADD_USAGE, {**params, "d_cost": cost_usd, **(values or {})})
 
 
 async def set_status_if(
