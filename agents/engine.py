@@ -66,6 +66,8 @@ class Engine(RunLoop, PeopleActions):
         self._slots = asyncio.Semaphore(max(1, svc.settings.concurrency))
         #: Runs whose lease was given up in the same transaction that finished or parked them.
         self._let_go: set[str] = set()
+        # A burst of new goals plans a few at a time, so it cannot starve running steps.
+        self._planning = asyncio.Semaphore(max(1, min(4, svc.settings.concurrency)))
         self.due = DueWork(
             svc.db,
             self.owner,
@@ -360,9 +362,10 @@ class Engine(RunLoop, PeopleActions):
             return reply
 
         try:
-            plan = await make_plan(
-                state.goal, self.svc.registry, call, max_steps=state.limits.max_steps
-            )
+            async with self._planning:
+                plan = await make_plan(
+                    state.goal, self.svc.registry, call, max_steps=state.limits.max_steps
+                )
         except (PlanError, ModelError, LimitExceeded) as exc:
             return await self._finish(state, "failed", f"Planning failed: {exc}")
         rows = _step_rows(state.run_id, plan)

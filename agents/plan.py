@@ -7,6 +7,8 @@ can fix it in one go.
 
 from __future__ import annotations
 
+import copy
+import functools
 import re
 from typing import Any
 
@@ -185,8 +187,14 @@ def find_cycle(plan: Plan) -> list[str]:
     return []
 
 
-def plan_json_schema() -> dict[str, Any]:
-    """JSON schema of a plan, for structured output (inputs are a playbook's, not the model's)."""
+@functools.cache
+def _plan_schema() -> dict[str, Any]:
     schema = Plan.model_json_schema()
     schema.get("properties", {}).pop("inputs", None)
     return schema
+
+
+def plan_json_schema() -> dict[str, Any]:
+    """JSON schema of a plan, for structured output (inputs are a playbook's, not the model's).
+    Built once; each caller gets its own copy."""
+    return copy.deepcopy(_plan_schema())

@@ -54,6 +54,14 @@ def make_client(token: str, base_url: str | None = None) -> AsyncWebClient:
     }
     if base_url:
         kwargs["base_url"] = base_url
+    try:
+        import aiohttp
+
+        asyncio.get_running_loop()
+        # One pooled session for every call (slack_sdk otherwise opens one per call).
+        kwargs["session"] = aiohttp.ClientSession()
+    except RuntimeError:
+        pass  # no running loop: slack_sdk makes a session per call
     return AsyncWebClient(**kwargs)
 
 

@@ -61,6 +61,8 @@ class SlackRenderer:
         self._told: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._queues: dict[str, asyncio.Queue[Event]] = {}
+        self._edit_locks: dict[str, asyncio.Lock] = {}
+        self.closing = False
 
     # ---- subscription ----------------------------------------------------------------------
     async def on_event(self, event: Event) -> None:
@@ -69,6 +71,8 @@ class SlackRenderer:
         Slack calls (and pacing) happen in one worker per run, in event order, so a slow or
         rate-limited Slack never slows the engine down.
         """
+        if self.closing:
+            return
         origin = await self._origin(event.run_id)
         if origin is None:
             return
@@ -175,7 +179,7 @@ class SlackRenderer:
     # ---- the live card ----------------------------------------------------------------------
     def touch(self, run_id: str) -> None:
         """Schedule a card edit, coalescing everything that happens within the interval."""
-        if run_id in self._pending:
+        if run_id in self._pending or self.closing:
             return
         task = asyncio.create_task(self._edit_later(run_id))
         self._pending[run_id] = task
@@ -186,18 +190,23 @@ class SlackRenderer:
             del self._pending[run_id]
 
     async def _edit_later(self, run_id: str) -> None:
-        wait = self._last_edit.get(run_id, 0.0) + self.interval_s - time.monotonic()
-        if wait > 0:
-            await asyncio.sleep(wait)
-        # From here on a new event schedules another edit, no sooner than the interval.
-        self._pending.pop(run_id, None)
-        self._last_edit[run_id] = time.monotonic()
-        try:
-            await self.edit_card(run_id)
-        except (SlackAuthError, SlackChannelError):
-            pass  # already reported once, where it was first seen
-        except Exception:
-            log.exception("could not edit the card of run %s", run_id)
+        # One edit of a card at a time, and each at least the interval after the last one
+        # finished (measured when Slack answered, so slow calls cannot bunch edits up).
+        lock = self._edit_locks.setdefault(run_id, asyncio.Lock())
+        async with lock:
+            wait = self._last_edit.get(run_id, 0.0) + self.interval_s - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            # From here on a new event schedules another edit, after this one.
+            self._pending.pop(run_id, None)
+            try:
+                await self.edit_card(run_id)
+            except (SlackAuthError, SlackChannelError):
+                pass  # already reported once, where it was first seen
+            except Exception:
+                log.exception("could not edit the card of run %s", run_id)
+            finally:
+                self._last_edit[run_id] = time.monotonic()
 
     async def edit_card(self, run_id: str) -> None:
         """Rebuild the card from storage and edit it in place."""
@@ -213,6 +222,14 @@ class SlackRenderer:
             return
         text, blocks = status_card(run_card(run, rows))
         await self.poster.update(str(origin["channel"]), str(origin["thread_ts"]), text, blocks)
+
+    async def close(self) -> None:
+        """Stop rendering: nothing new is scheduled, and what is pending is cancelled."""
+        self.closing = True
+        tasks = [*self._pending.values(), *self._tasks]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def flush(self) -> None:
         """Wait for scheduled card edits (shutdown, tests)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import sys
@@ -77,6 +78,10 @@ async def serve(
                 await handler.connect_async()  # type: ignore[no-untyped-call]
                 say("Baton is connected to Slack (Socket Mode).\n")
         sys.stdout.flush()
+        # Start-up imports (litellm, pydantic, SQLAlchemy, Bolt) leave ~500k long-lived
+        # objects; freezing them keeps full collections short, and with them the ack tail.
+        gc.collect()
+        gc.freeze()
         if ready is not None:
             ready.set()
         await stop.wait()
@@ -87,10 +92,14 @@ async def serve(
             if ctx is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(ctx.renderer.drain(), timeout=5)
+                await ctx.renderer.close()
         worker.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await worker
         if handler is not None:
             await handler.close_async()  # type: ignore[no-untyped-call]
+        session = getattr(getattr(app, "client", None), "session", None)
+        if session is not None and not session.closed:
+            await session.close()
         if runner is not None:
             await runner.cleanup()

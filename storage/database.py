@@ -144,6 +144,8 @@ class Database:
 
         Nothing read or written inside is visible to others, or acted on, until it commits.
         """
+        if self._sync_conn is None and self._async_engine is None:
+            raise DatabaseUnavailable("the database connection is closed")
         if self._sync_conn is not None:
             async with self._lock:
                 conn = self._sync_conn
