@@ -7,6 +7,7 @@ transaction that completes this one, so restarts never duplicate a schedule.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -94,6 +95,8 @@ def register_schedule_handler(engine: Engine) -> None:
             return
         if not await claim.still_held():
             return  # another process took this firing over
+        # One run per firing, even if this firing is retried after a crash.
+        run_id = "r-" + hashlib.sha256(f"{found.id}@{item.due_at}".encode()).hexdigest()[:10]
         goal = found.goal or ""
         if found.playbook:
             settings = engine.svc.settings
@@ -110,9 +113,12 @@ def register_schedule_handler(engine: Engine) -> None:
                 inputs=dict(found.inputs or {}),
                 requester=found.requester,
                 origin=_origin(found),
+                run_id=run_id,
             )
         else:
-            run_id = await engine.start_goal(goal, requester=found.requester, origin=_origin(found))
+            run_id = await engine.start_goal(
+                goal, requester=found.requester, origin=_origin(found), run_id=run_id
+            )
         await engine.bus.publish(ScheduleFired(run_id, found.id, found.next_fire_at))
 
     async def missed(item: DueItem, claim: Claim) -> None:

@@ -7,6 +7,7 @@ Each handler checks its claim's fence right before posting, so a process that lo
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
@@ -14,7 +15,7 @@ from agents.due import Claim
 from agents.events import DueMissed, Event
 from agents.followups import APPROVAL_ESCALATE, APPROVAL_REMIND, MESSAGE
 from bot.cards import slack_user
-from bot.poster import SlackAuthError, SlackChannelError
+from bot.poster import SlackAuthError, SlackChannelError, Superseded
 from bot.slack_app import BotContext
 from bot.views.text import escape, mention
 from storage.models import DueItem
@@ -35,9 +36,21 @@ def register(ctx: BotContext) -> None:
         channel = payload.get("channel")
         if not channel or not await claim.still_held():
             return
+        marker = {"event_type": FOLLOWUP_EVENT, "event_payload": {"item": str(item.id)}}
+        thread = payload.get("thread_ts")
+        if item.attempts > 1 and await already_posted(ctx, str(channel), thread, item, marker):
+            return  # an earlier holder posted it, then stopped before recording that
         text = escape(str(payload.get("text", "")))
         blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": text[:2900]}}]
-        await ctx.poster.post(str(channel), text[:3000], blocks, payload.get("thread_ts"))
+        with contextlib.suppress(Superseded):
+            await ctx.poster.post(
+                str(channel),
+                text[:3000],
+                blocks,
+                thread,
+                metadata=marker,
+                still_ours=claim.still_held,
+            )
 
     async def message_missed(item: DueItem, claim: Claim) -> None:
         payload = item.payload or {}
@@ -103,6 +116,42 @@ async def approval_nudge(ctx: BotContext, item: DueItem, claim: Claim, *, escala
                 )
             except (SlackChannelError, SlackAuthError) as exc:
                 log.warning("could not escalate to %s: %s", target, exc)
+
+
+FOLLOWUP_EVENT = "baton_followup"
+
+
+async def already_posted(
+    ctx: BotContext,
+    channel: str,
+    thread_ts: str | None,
+    item: DueItem,
+    marker: dict[str, Any],
+) -> bool:
+    """Whether a follow-up carrying ``marker`` (message metadata) is already in the channel.
+
+    Only asked when a row is claimed again: its earlier holder may have posted and died
+    before recording it. Needs the history scopes of the channel's kind.
+    """
+    args: dict[str, Any] = {
+        "channel": channel,
+        "limit": 200,
+        "include_all_metadata": True,
+    }
+    try:
+        if thread_ts:
+            data = await ctx.poster.call("conversations.replies", ts=thread_ts, **args)
+        else:
+            data = await ctx.poster.call("conversations.history", **args)
+    except Exception as exc:  # cannot tell: post (at least once beats never)
+        log.warning("could not check %s for follow-up %s: %s", channel, item.id, exc)
+        return False
+    wanted = marker["event_payload"]
+    for message in data.get("messages") or []:
+        meta = message.get("metadata") or {}
+        if meta.get("event_type") == FOLLOWUP_EVENT and meta.get("event_payload") == wanted:
+            return True
+    return False
 
 
 def _target_mention(target: str) -> str:

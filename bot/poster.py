@@ -33,6 +33,10 @@ class SlackAuthError(Exception):
     """The token no longer works for this workspace."""
 
 
+class Superseded(Exception):
+    """Another process took this work over before it was posted; nothing was posted."""
+
+
 class SlackChannelError(Exception):
     """Baton cannot post in the channel."""
 
@@ -124,10 +128,23 @@ class Poster:
         return dict(response.data) if isinstance(response.data, dict) else {}
 
     async def post(
-        self, channel: str, text: str, blocks: list[dict[str, Any]], thread_ts: str | None = None
+        self,
+        channel: str,
+        text: str,
+        blocks: list[dict[str, Any]],
+        thread_ts: str | None = None,
+        *,
+        metadata: dict[str, Any] | None = None,
+        still_ours: Callable[[], Awaitable[bool]] | None = None,
     ) -> str:
-        """Post a message (link previews off); returns its ``ts``."""
+        """Post a message (link previews off); returns its ``ts``.
+
+        ``still_ours`` is asked after pacing, right before the call: a claim on due work may
+        have been lost meanwhile (:class:`Superseded` is raised then, nothing is posted).
+        """
         await self.pacer.wait(channel)
+        if still_ours is not None and not await still_ours():
+            raise Superseded(channel)
         kwargs: dict[str, Any] = {
             "channel": channel,
             "text": text,
@@ -137,6 +154,8 @@ class Poster:
         }
         if thread_ts:
             kwargs["thread_ts"] = thread_ts
+        if metadata:
+            kwargs["metadata"] = metadata
         data = await self.call("chat.postMessage", **kwargs)
         return str(data.get("ts", ""))
 
