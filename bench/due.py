@@ -170,14 +170,14 @@ def database(kind: str, tmp: Path) -> Iterator[tuple[str, str | None]]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def pg_xacts(name: str) -> int:
-    """Transactions committed or rolled back in database ``name`` so far (fresh snapshot)."""
+def pg_stat(name: str, expr: str = "xact_commit + xact_rollback") -> int:
+    """A counter of ``pg_stat_database`` for database ``name`` (a fresh snapshot): by default
+    the transactions committed or rolled back; ``sessions`` counts connections opened."""
     import psycopg
 
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
         row = conn.execute(
-            "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = %s",
-            (name,),
+            f"SELECT {expr} FROM pg_stat_database WHERE datname = %s", (name,)
         ).fetchone()
     return int(row[0]) if row else 0
 
@@ -328,12 +328,15 @@ def scenario(kind: str, procs: int, args: argparse.Namespace) -> dict[str, Any]:
                 ]
                 before = [counts(s) for s in servers]
                 bench_cpu = time.process_time()  # mostly FakeSlack's thread
+                sessions = pg_stat(pg_name, "sessions") if pg_name else 0
                 result["insert_s"] = round(asyncio.run(insert(url, items, time.time())), 2)
                 result["inserted_before_first_due_s"] = round(start - time.time(), 2)
                 result.update(wait_posted(fake, url, args, start))
                 result["load"] = deltas(before, [counts(s) for s in servers], 1.0)
                 result["load"]["fakeslack_cpu_s"] = round(time.process_time() - bench_cpu, 2)
                 result["load"]["loadavg_1min_after"] = round(os.getloadavg()[0], 2)
+                if pg_name:  # PostgreSQL connections opened meanwhile (the bench's: 1)
+                    result["load"]["pg_sessions"] = pg_stat(pg_name, "sessions") - sessions
                 result.update(lateness(fake, items))
                 time.sleep(15)  # the last ticks settle; PostgreSQL flushes idle stats ≤ 10 s late
                 result.update(idle(servers, pg_name, args.idle))
@@ -386,13 +389,13 @@ def lateness(fake: Any, items: list[tuple[str, str, float]]) -> dict[str, Any]:
 
 def idle(servers: list[Any], pg_name: str | None, seconds: float) -> dict[str, Any]:
     before = [counts(s) for s in servers]
-    x0 = pg_xacts(pg_name) if pg_name else 0
+    x0 = pg_stat(pg_name) if pg_name else 0
     began = time.monotonic()
     time.sleep(seconds)
     per_min = 60 / (time.monotonic() - began)
     out: dict[str, Any] = {"idle_per_min": deltas(before, [counts(s) for s in servers], per_min)}
     if pg_name:
-        out["idle_pg_xacts_per_min"] = round((pg_xacts(pg_name) - x0) * per_min, 1)
+        out["idle_pg_xacts_per_min"] = round((pg_stat(pg_name) - x0) * per_min, 1)
     return out
 
 
