@@ -1,11 +1,11 @@
 """Due work under load: how late follow-up messages are posted, and what an idle Baton costs
 (results and method: docs/benchmarks.md, "Due work").
 
-    /work/venv-baton/bin/python bench/due.py                      # 10,000 over 20 s; SQLite and
+    .venv/bin/python bench/due.py                      # 10,000 over 20 s; SQLite and
                                                                   # PostgreSQL; 1 and 2 processes
-    /work/venv-baton/bin/python bench/due.py --db postgresql --procs 2
-    /work/venv-baton/bin/python bench/due.py --items 2000 --spread 10 --idle 20   # quicker
-    /work/venv-baton/bin/python bench/due.py --db postgresql --procs 2 --profile /tmp/prof
+    .venv/bin/python bench/due.py --db postgresql --procs 2
+    .venv/bin/python bench/due.py --items 2000 --spread 10 --idle 20   # quicker
+    .venv/bin/python bench/due.py --db postgresql --procs 2 --profile /tmp/prof
 
 Each scenario (database × number of processes) gets a fresh database (a SQLite file in a
 temporary directory, or a fresh PostgreSQL database made through ``$BATON_BENCH_PG_URL``,

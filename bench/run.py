@@ -1,10 +1,10 @@
 """Baton's orchestration benchmarks, run by hand (results and method: docs/benchmarks.md).
 
-    /work/venv-baton/bin/python bench/run.py                       # everything, SQLite, 5 trials
-    /work/venv-baton/bin/python bench/run.py chain-20 parallel     # some scenarios
-    /work/venv-baton/bin/python bench/run.py --db postgresql       # the same on PostgreSQL
-    /work/venv-baton/bin/python bench/run.py chain-20 --breakdown  # where the time goes, per layer
-    /work/venv-baton/bin/python bench/run.py chain-20 --profile    # cProfile, in process
+    .venv/bin/python bench/run.py                       # everything, SQLite, 5 trials
+    .venv/bin/python bench/run.py chain-20 parallel     # some scenarios
+    .venv/bin/python bench/run.py --db postgresql       # the same on PostgreSQL
+    .venv/bin/python bench/run.py chain-20 --breakdown  # where the time goes, per layer
+    .venv/bin/python bench/run.py chain-20 --profile    # cProfile, in process
 
 Every trial runs in a fresh process (``--child``) with a fresh database: a SQLite file in a
 temporary directory (WAL, synchronous=NORMAL, as Baton configures it) or a fresh PostgreSQL

@@ -1,9 +1,9 @@
 """Slack acknowledgement latency of ``baton serve --http`` under load (results and method:
 docs/benchmarks.md, "Slack acknowledgement latency").
 
-    /work/venv-baton/bin/python bench/slack_ack.py                 # 100 goals, then 50/s for 20 s
-    /work/venv-baton/bin/python bench/slack_ack.py --profile       # + py-spy of the server
-    /work/venv-baton/bin/python bench/slack_ack.py --goals 20 --seconds 5 --json out.json
+    .venv/bin/python bench/slack_ack.py                 # 100 goals, then 50/s for 20 s
+    .venv/bin/python bench/slack_ack.py --profile       # + py-spy of the server
+    .venv/bin/python bench/slack_ack.py --goals 20 --seconds 5 --json out.json
 
 Three processes, all on 127.0.0.1:
 
