@@ -17,6 +17,8 @@ COPY agents ./agents
 COPY storage ./storage
 COPY bot ./bot
 RUN pip install --no-cache-dir .
+# Agents, playbooks and MCP servers as files (BATON_CONFIG_DIR is relative to /app).
+COPY config ./config
 
 USER 10001
 VOLUME ["/data"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,14 @@ class Agent:
     tools: tuple[str, ...] = ()
     #: Model turns allowed in one step before the step fails.
     max_iterations: int = 10
+    #: Models tried in turn when ``model`` still fails after its retries (or is unknown).
+    fallbacks: tuple[str, ...] = ()
+    #: Spend cap of one step of this agent, in dollars; None → only the run's caps.
+    max_cost_usd: float | None = None
+    #: JSON schema the final answer must match (asked of the model as structured output).
+    output_schema: dict[str, Any] | None = None
+    #: Where the agent was defined (``file:line``) when it came from a config file.
+    source: str | None = None
 
 
 _COMMON = (

@@ -17,11 +17,13 @@ from agents.approvals import action_digest
 from agents.events import ApprovalRequested, ToolCalled
 from agents.followups import schedule_checkpoint
 from agents.ids import new_id
+from agents.secrets import redact
 from agents.tools import Risk, Tool, ToolContext
 from storage.models import Approval, Step
 from storage.repositories import approvals, handoffs, steps, tool_calls
 
 if TYPE_CHECKING:
+    from agents.grounding import Report
     from agents.state import RunState, Services
 
 from typing import TYPE_CHECKING
@@ -47,6 +49,21 @@ class Checkpoints:
 
         async def _save(self, **values: Any) -> None: ...
 
+        async def _within_budget(self) -> Parked | Done | None: ...
+
+        async def _approval_holds(
+            self,
+            tool: Tool,
+            args: dict[str, Any],
+            key: str,
+            call_id: str,
+            approval: Approval | None,
+        ) -> CallResult | None: ...
+
+        async def _check_grounding(self, tool: Tool, args: dict[str, Any]) -> Report | None: ...
+
+        def _grounding_rounds(self) -> int: ...
+
     # ---- the ledger: approval, intent, call, result ---------------------------------------
     async def _call(
         self, tool: Tool, args: dict[str, Any], *, key: str, call_id: str, gated: bool
@@ -68,10 +85,28 @@ class Checkpoints:
             if tool.idempotent:
                 return await self._execute(tool, row.arguments or args, key, call_id, intent=False)
             return await self._unknown_outcome(tool, row.arguments or args, key, call_id)
+        held = await self._within_budget()  # a used-up money budget parks the step (guardrails)
+        if held is not None:
+            return held
         approved_args = args
         approval: Approval | None = None
-        if gated:
+        if gated or tool.outbound:
             approval = found[-1] if found else None
+        if approval is None and tool.outbound:
+            # Outbound text is grounded before anyone is asked: an agent fixes what it can,
+            # a person sees the claims and their sources (or what failed) on the approval.
+            report = await self._check_grounding(tool, args)
+            if report is not None and not report.ok:
+                revisable = call_id != "tool" and report.error is None
+                if revisable and self._grounding_rounds() < self.svc.settings.grounding_retries:
+                    return CallResult(report.feedback(tool.name), False)
+                gated = True  # unsupported claims always go to a person
+            if gated:
+                action: dict[str, Any] = {"tool": tool.name, "arguments": args}
+                if report is not None:
+                    action["grounding"] = report.as_dict()
+                return await self._request_approval("tool_call", action, tool.risk, key=key)
+        if gated or approval is not None:  # an ungated outbound call may have been escalated
             if approval is None:
                 return await self._request_approval(
                     "tool_call", {"tool": tool.name, "arguments": args}, tool.risk, key=key
@@ -113,6 +148,9 @@ class Checkpoints:
         intent: bool,
         approval: Approval | None = None,
     ) -> CallResult:
+        refused = await self._approval_holds(tool, args, key, call_id, approval)
+        if refused is not None:  # re-checked in code right before the side effect
+            return refused
         now = self.svc.clock()
         row = {
             "idempotency_key": key,
@@ -149,6 +187,7 @@ class Checkpoints:
         except Exception as exc:  # a tool error is news for the model, not a crash
             log.info("tool %s failed: %s", tool.name, exc)
             text, ok = f"Error from {tool.name}: {type(exc).__name__}: {exc}", False
+        text = redact(text)  # stored, shown to the model and to people: never with a secret
         done = {
             "status": "done" if ok else "error",
             "result": text,

@@ -17,8 +17,10 @@ import functools
 import logging
 import os
 import socket
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
+from agents.budget import RunBudget
 from agents.due import DueWork, Timer
 from agents.errors import (
     LimitExceeded,
@@ -31,6 +33,7 @@ from agents.events import (
     RunStarted,
     StepInfo,
     StepRetrying,
+    StepStarted,
 )
 from agents.followups import register_handlers
 from agents.ids import new_id
@@ -45,11 +48,14 @@ from agents.state import (
     RunState,
     RunSummary,
     Services,
+    StepState,
     load_state,
 )
 from storage.database import DatabaseUnavailable
-from storage.models import Step
 from storage.repositories import runs, steps
+
+if TYPE_CHECKING:
+    from agents.mcp.hub import McpHub
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +72,8 @@ class Engine(RunLoop, PeopleActions):
         self._slots = asyncio.Semaphore(max(1, svc.settings.concurrency))
         #: Runs whose lease was given up in the same transaction that finished or parked them.
         self._let_go: set[str] = set()
+        #: Runs whose driver was woken from outside since it last looked.
+        self._poked: set[str] = set()
         # A burst of new goals plans a few at a time, so it cannot starve running steps.
         self._planning = asyncio.Semaphore(max(1, min(4, svc.settings.concurrency)))
         self.due = DueWork(
@@ -76,6 +84,8 @@ class Engine(RunLoop, PeopleActions):
             grace_s=svc.settings.missed_grace_s,
         )
         self.timer: Timer | None = None
+        #: MCP servers whose tools are registered (closed with the engine); see open_engine.
+        self.mcp: McpHub | None = None
         svc.poke = self.poke
         register_handlers(self)
 
@@ -106,11 +116,9 @@ class Engine(RunLoop, PeopleActions):
         With ``run_id`` given, starting the same run twice starts it once.
         """
         goal = clean_goal(goal, self.svc.settings.limits.max_goal_chars)
-        run_id = await self._create(
+        return await self._create(
             goal, "goal", requester, origin, plan=None, playbook=None, run_id=run_id
         )
-        self.drive(run_id)
-        return run_id
 
     async def start_plan(
         self,
@@ -125,7 +133,7 @@ class Engine(RunLoop, PeopleActions):
     ) -> str:
         """Record a run with a ready plan (a playbook's) and start driving it."""
         goal = clean_goal(goal, self.svc.settings.limits.max_goal_chars)
-        run_id = await self._create(
+        return await self._create(
             goal,
             "playbook",
             requester,
@@ -135,8 +143,6 @@ class Engine(RunLoop, PeopleActions):
             inputs=inputs,
             run_id=run_id,
         )
-        self.drive(run_id)
-        return run_id
 
     async def _create(
         self,
@@ -150,13 +156,44 @@ class Engine(RunLoop, PeopleActions):
         inputs: dict[str, str] | None = None,
         run_id: str | None = None,
     ) -> str:
+        """Record the run, already claimed by this process, with the start of the steps that
+        can start at once, in one transaction; then drive it from memory (no read back)."""
         now = self.svc.clock()
         fixed = run_id is not None
         run_id = run_id or new_id("r")
         lim = self.svc.settings.limits
+        team_id = (origin or {}).get("team_id")  # for per-workspace budgets
+        plan_json = plan.model_dump(mode="json") if plan else None
+        budget = RunBudget(lim)
+        # A new run has no approved raises yet, and its workspace is known: nothing to read.
+        budget.raised, budget.team_id = {}, team_id
+        state = RunState(
+            run_id,
+            goal,
+            requester,
+            lim,
+            budget,
+            inputs={str(k): str(v) for k, v in ((plan_json or {}).get("inputs") or {}).items()},
+            created_at=now,
+        )
+        rows = _step_rows(run_id, plan) if plan is not None else []
+        state.steps = {str(r["step_id"]): StepState.from_row(r) for r in rows}
+        started = [
+            s
+            for s in state.steps.values()
+            if not s.depends_on and not s.schedule and s.not_before is None
+        ]
+        for row in rows:
+            row.update(context=None, started_at=None, transcript=None)
+        for step in started:
+            values = self._start_values(state, step, now)
+            rows[step.position].update(values)
+            step.status, step.context, step.started_at = "running", values["context"], now
+            step.transcript = values.get("transcript")
         async with self.svc.db.transaction() as session:
             if fixed and await runs.get_run(session, run_id=run_id) is not None:
-                return run_id  # already started (a retried firing)
+                self.drive(run_id)  # already started (a retried firing): resume it if needed
+                return run_id
             await runs.create_run(
                 session,
                 values={
@@ -166,30 +203,55 @@ class Engine(RunLoop, PeopleActions):
                     "source": source,
                     "playbook": playbook,
                     "inputs": inputs,
-                    "plan": plan.model_dump(mode="json") if plan else None,
+                    "plan": plan_json,
                     "requester": requester,
                     "origin": origin,
+                    "team_id": team_id,
                     "limits": lim.__dict__,
                     "created_at": now,
                     "updated_at": now,
+                    "model_calls": 0,
+                    "tokens_in": 0,
+                    "tokens_out": 0,
+                    "cost_usd": 0.0,
+                    "cancel_requested": False,
+                    # Claimed in the same commit: no other process can take it meanwhile.
+                    "owner": self.owner,
+                    "lease_until": now + self.svc.settings.lease_s,
                 },
             )
+            await steps.insert_steps(session, rows=rows)
+        if self.bus.subscribers:
+            await self.bus.publish(RunStarted(run_id, goal, source, requester, origin))
             if plan is not None:
-                await steps.insert_steps(session, rows=_step_rows(run_id, plan))
-        await self.bus.publish(RunStarted(run_id, goal, source, requester, origin))
-        if plan is not None:
-            await self.bus.publish(PlanReady(run_id, _infos(plan)))
+                await self.bus.publish(PlanReady(run_id, _infos(plan)))
+            for step in started:
+                await self.bus.publish(
+                    StepStarted(run_id, step.step_id, step.title, step.agent, step.tool)
+                )
+        self.drive(run_id, state=state, started=started)
         return run_id
 
     # ---- driving ----------------------------------------------------------------------------
-    def drive(self, run_id: str) -> asyncio.Task[RunSummary]:
-        """Make sure this process drives ``run_id`` (if it can claim it); returns the task."""
+    def drive(
+        self,
+        run_id: str,
+        *,
+        state: RunState | None = None,
+        started: Sequence[StepState] = (),
+    ) -> asyncio.Task[RunSummary]:
+        """Make sure this process drives ``run_id`` (if it can claim it); returns the task.
+
+        ``state`` (with ``started``): a run this process just created, claimed and started.
+        """
         task = self._drivers.get(run_id)
         if task is not None and not task.done():
+            self._poked.add(run_id)
             self._wake.setdefault(run_id, asyncio.Event()).set()
             return task
         self._wake[run_id] = asyncio.Event()
-        task = asyncio.create_task(self._drive(run_id), name=f"baton-run-{run_id}")
+        self._poked.discard(run_id)
+        task = asyncio.create_task(self._drive(run_id, state, started), name=f"baton-run-{run_id}")
         self._drivers[run_id] = task
         task.add_done_callback(functools.partial(self._forget, run_id))
         return task
@@ -197,8 +259,10 @@ class Engine(RunLoop, PeopleActions):
     def _forget(self, run_id: str, task: asyncio.Task[RunSummary]) -> None:
         if self._drivers.get(run_id) is task:
             del self._drivers[run_id]
-            wake = self._wake.pop(run_id, None)
-            if wake is not None and wake.is_set() and not task.cancelled():
+            self._wake.pop(run_id, None)
+            poked = run_id in self._poked
+            self._poked.discard(run_id)
+            if poked and not task.cancelled():
                 # A decision arrived while the driver was parking: go round again.
                 self.drive(run_id)
 
@@ -281,14 +345,22 @@ class Engine(RunLoop, PeopleActions):
                 # Keep beating: a blip must not end the heartbeat while the run goes on.
                 log.warning("could not renew the lease on %s: %s", run_id, exc)
 
-    async def _drive(self, run_id: str) -> RunSummary:
-        if not await self._claim(run_id):
+    async def _drive(
+        self, run_id: str, fresh: RunState | None = None, started: Sequence[StepState] = ()
+    ) -> RunSummary:
+        if fresh is None and not await self._claim(run_id):
             return await self.summary(run_id)
         heartbeat = asyncio.create_task(self._heartbeat(run_id))
         try:
+            if fresh is not None:  # created and claimed by this process a moment ago
+                if not fresh.steps:
+                    planned = await self._plan(fresh)
+                    if planned is not None:
+                        return planned
+                return await self._execute(fresh, started)
             async with self.svc.db.transaction() as session:
                 run = await runs.get_run(session, run_id=run_id)
-                rows = await steps.get_steps(session, run_id=run_id)
+                rows = await steps.get_step_rows(session, run_id=run_id)
             if run is None:
                 raise NotFound(f"There is no run {run_id!r}.")
             if run.status in TERMINAL:
@@ -314,7 +386,7 @@ class Engine(RunLoop, PeopleActions):
             log.exception("run %s crashed", run_id)
             async with self.svc.db.transaction() as session:
                 run = await runs.get_run(session, run_id=run_id)
-                rows = await steps.get_steps(session, run_id=run_id)
+                rows = await steps.get_step_rows(session, run_id=run_id)
             assert run is not None
             return await self._finish(
                 load_state(run, rows), "failed", f"Internal error: {type(exc).__name__}: {exc}"
@@ -381,7 +453,7 @@ class Engine(RunLoop, PeopleActions):
                 },
             )
         for row in rows:
-            state.steps[row["step_id"]] = Step.model_validate(row)
+            state.steps[row["step_id"]] = StepState.from_row(row)
         await self.bus.publish(PlanReady(state.run_id, _infos(plan)))
         return None
 
@@ -394,6 +466,9 @@ class Engine(RunLoop, PeopleActions):
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self.mcp is not None:
+            await self.mcp.close()
+            self.mcp = None
 
 
 def clean_goal(goal: str, limit: int) -> str:

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+from agents.secrets import redact
+
 
 class BatonError(Exception):
     """Root of every error Baton raises on purpose."""
+
+    def __init__(self, *args: object) -> None:
+        # Messages are shown to people and stored with runs: never with a secret in them
+        # (a provider's error can quote the key it refused).
+        if args and isinstance(args[0], str):
+            args = (redact(args[0]), *args[1:])
+        super().__init__(*args)
 
 
 class ConfigError(BatonError):

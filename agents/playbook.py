@@ -157,6 +157,9 @@ def bind(
             s.model_copy(
                 update={
                     "title": fill(s.title, f"step {s.id!r}"),
+                    # A follow-up's wait may be an input ("after: {inputs.follow_up_after}").
+                    "after": fill(s.after, f"step {s.id!r}") if s.after else s.after,
+                    "at": fill(s.at, f"step {s.id!r}") if s.at else s.at,
                     "instructions": fill(s.instructions, f"step {s.id!r}", keep_inputs=True),
                     "arguments": args,
                     "depends_on": sorted(

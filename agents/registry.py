@@ -9,12 +9,16 @@ from __future__ import annotations
 import importlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agents.agent import BUILTIN_AGENTS, Agent
 from agents.builtin_tools import CONTROL_TOOLS
 from agents.errors import ConfigError
+from agents.toolbox import builtin_tools
 from agents.tools import Tool
+
+if TYPE_CHECKING:
+    from agents.config import LoadedConfig
 
 
 @dataclass
@@ -49,15 +53,25 @@ class Registry:
             raise ConfigError(f"Unknown tool {name!r}. Known tools: {known or 'none'}.") from None
 
     def tools_for(self, agent: Agent) -> list[Tool]:
-        """The tools an agent may call: its own list plus the handoff tools."""
-        own = [self.tool(name) for name in agent.tools]
+        """The tools an agent may call: its own list plus the handoff tools.
+
+        ``server__*`` stands for every tool of that MCP server, and an MCP tool whose server
+        is not connected now is left out: the agent works (or asks a person) without it.
+        """
+        own: list[Tool] = []
+        for name in agent.tools:
+            if name.endswith("__*"):
+                prefix = name[:-1]
+                own += [t for n, t in sorted(self.tools.items()) if n.startswith(prefix)]
+            elif name in self.tools or "__" not in name:
+                own.append(self.tool(name))
         return own + [t for t in self.tools.values() if t.control]
 
     def check(self) -> None:
-        """Every agent's tools exist."""
+        """Every agent's tools exist (MCP tools, ``server__…``, exist once servers connect)."""
         for agent in self.agents.values():
             for name in agent.tools:
-                if name not in self.tools:
+                if name not in self.tools and "__" not in name:
                     raise ConfigError(f"Agent {agent.name!r} lists unknown tool {name!r}.")
 
     def describe(self) -> dict[str, Any]:
@@ -75,13 +89,22 @@ class Registry:
         }
 
 
-def build_registry(plugins: Iterable[str] = ()) -> Registry:
-    """Built-in agents and tools, then each plugin's ``register(registry)``."""
+def build_registry(
+    plugins: Iterable[str] = (),
+    config: LoadedConfig | None = None,
+    extra_tools: Iterable[Tool] = (),
+) -> Registry:
+    """Built-in agents and tools, then each plugin's ``register(registry)``, then the config
+    folder's agents (those whose tools all exist; ``config.problems`` tells about the rest)."""
     registry = Registry()
     for agent in BUILTIN_AGENTS:
         registry.add_agent(agent)
     for control in CONTROL_TOOLS:
         registry.add_tool(control)
+    for builtin in builtin_tools():  # http_fetch, send_email (before plugins: they may use them)
+        registry.add_tool(builtin)
+    for extra in extra_tools:  # a front end's own tools (the bot's Slack tools), likewise
+        registry.add_tool(extra)
     for module_name in plugins:
         module_name = module_name.strip()
         if not module_name:
@@ -97,4 +120,8 @@ def build_registry(plugins: Iterable[str] = ()) -> Registry:
             raise ConfigError(f"Plugin {module_name!r} has no register(registry) function.")
         register(registry)
     registry.check()
+    if config is not None:
+        # After the check: config agents are checked by apply_to, which also accepts tools of
+        # the MCP servers in mcp.yaml (they exist only once the servers are reached).
+        config.apply_to(registry)
     return registry

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import and_, bindparam, func, select
 
 from agents.events import (
     ApprovalDecided,
@@ -22,22 +24,58 @@ from agents.events import (
 from agents.followups import STEP_WAKE
 from agents.outcomes import Done, Failed, Outcome, Parked
 from agents.runtime import StepRunner, opening, step_context
+from agents.secrets import redact
 from agents.state import (
     FINISHED_STEP,
     HANDED_BACK,
     POLL_S,
     SCHEDULED_STEP,
     WAITING_STEP,
+    FinalTurn,
     RunState,
     RunSummary,
     Services,
+    StepState,
     sinks,
 )
 from agents.timing import condition_holds
-from storage.models import APPROVALS, HANDOFFS, STEPS, Step
+from storage.database import Session
+from storage.models import APPROVALS, DUE_ITEMS, HANDOFFS, STEPS, Step
 from storage.repositories import due, runs, steps
 
 log = logging.getLogger(__name__)
+
+# What finishing a run closes, built once (values travel as bound parameters).
+_END_DUE = (
+    DUE_ITEMS.update()
+    .where(and_(DUE_ITEMS.c.run_id == bindparam("k_run"), DUE_ITEMS.c.status == "pending"))
+    .values(status="cancelled")
+)
+_END_APPROVALS = (
+    APPROVALS.update()
+    .where(and_(APPROVALS.c.run_id == bindparam("k_run"), APPROVALS.c.status == "pending"))
+    .values(
+        status="expired",
+        decided_by="baton",
+        decided_at=bindparam("d_now"),
+        reason=bindparam("d_reason"),
+    )
+    .returning(APPROVALS.c.id, APPROVALS.c.step_id)
+)
+_END_HANDOFFS = (
+    HANDOFFS.update()
+    .where(and_(HANDOFFS.c.run_id == bindparam("k_run"), HANDOFFS.c.status == "open"))
+    .values(status="ended", answer=bindparam("d_answer"), answered_at=bindparam("d_now"))
+)
+
+#: A step's completion waiting to be committed: the step, its outcome, when it finished.
+Ended = tuple[StepState, Done, float]
+
+
+def _after_skip(state: RunState, step: StepState) -> bool:
+    """True if a dependency of ``step`` was skipped (so it is skipped too)."""
+    found = state.steps
+    return any(found[d].status == "skipped" for d in step.depends_on or [] if d in found)
 
 
 class RunLoop:
@@ -48,98 +86,159 @@ class RunLoop:
     bus: EventBus
     owner: str
     _wake: dict[str, asyncio.Event]
+    #: Runs whose driver was woken from outside (a decision, a cancel, a follow-up).
+    _poked: set[str]
     _slots: asyncio.Semaphore
     _let_go: set[str]
 
     if TYPE_CHECKING:
 
-        def drive(self, run_id: str) -> asyncio.Task[RunSummary]: ...
+        def drive(
+            self,
+            run_id: str,
+            *,
+            state: RunState | None = None,
+            started: Sequence[StepState] = (),
+        ) -> asyncio.Task[RunSummary]: ...
 
         async def summary(self, run_id: str) -> RunSummary: ...
 
         def poke(self, due_at: float) -> None: ...
 
-    async def _execute(self, state: RunState) -> RunSummary:
+    async def _execute(self, state: RunState, started: Sequence[StepState] = ()) -> RunSummary:
+        """Drive ``state`` until it finishes or parks. ``started``: steps whose start was
+        committed with the run's creation (they run as fresh steps)."""
+        run_id = state.run_id
         tasks: dict[str, asyncio.Task[Outcome]] = {}
+        # One waiter for the whole run: a step's task ending, a poke from outside and the poll
+        # timer all set ``wake``; what happened is in ``finished`` / ``_poked`` / ``polls``.
+        finished: list[str] = []
+        wake = self._wake.setdefault(run_id, asyncio.Event())
+        loop = asyncio.get_running_loop()
+        polls: list[asyncio.TimerHandle] = []  # [the armed handle]; fired → polling due
+        due_poll = False
+
+        def ended(sid: str, _task: asyncio.Task[Outcome]) -> None:
+            finished.append(sid)
+            wake.set()
+
+        def spawn(step: StepState, fresh: bool) -> None:
+            task = self._spawn(state, step, fresh=fresh)
+            task.add_done_callback(functools.partial(ended, step.step_id))
+            tasks[step.step_id] = task
+
+        def poll() -> None:
+            # Each poll checks for a cancel made from another process (and for decisions).
+            nonlocal due_poll
+            due_poll = True
+            wake.set()
+            polls[0] = loop.call_later(POLL_S, poll)
+
+        polls.append(loop.call_later(POLL_S, poll))
         recheck = {k for k, s in state.steps.items() if s.status in WAITING_STEP}
-        wake = self._wake.setdefault(state.run_id, asyncio.Event())
+        ends: list[Ended] = []  # completions not committed yet (with the next starts)
+        for step in started:
+            spawn(step, True)
         try:
             while True:
+                starts: list[StepState] = []
                 for step in state.steps.values():
                     sid = step.step_id
                     if sid in tasks:
                         continue
-                    if step.status == "pending" and self._ready(state, step):
-                        if await self._hold_or_skip(state, step):
+                    status = step.status
+                    if status == "pending":
+                        if not self._ready(state, step):
                             continue
-                        await self._start_step(state, step)
-                        tasks[sid] = self._spawn(state, step, fresh=True)
-                    elif step.status == "running":
-                        await self.bus.publish(
-                            StepStarted(state.run_id, sid, step.title, step.agent, step.tool, True)
-                        )
-                        tasks[sid] = self._spawn(state, step)
-                    elif step.status in WAITING_STEP and sid in recheck:
+                        if step.schedule or step.not_before is not None or _after_skip(state, step):
+                            # Rare: skipping or holding commits on its own, after what is due.
+                            await self._commit(state, ends, ())
+                            if await self._hold_or_skip(state, step):
+                                continue
+                        starts.append(step)
+                    elif status == "running":
+                        if self.bus.subscribers:
+                            await self.bus.publish(
+                                StepStarted(run_id, sid, step.title, step.agent, step.tool, True)
+                            )
+                        spawn(step, False)
+                    elif status in WAITING_STEP and sid in recheck:
                         recheck.discard(sid)
-                        tasks[sid] = self._spawn(state, step)
-                if not tasks:
+                        spawn(step, False)
+                if not tasks and not starts:
                     if all(s.status in FINISHED_STEP for s in state.steps.values()):
-                        return await self._finish(state, "done", None)
+                        return await self._finish(state, "done", None, ends)
                     if any(
                         s.status == "pending" and self._ready(state, s)
                         for s in state.steps.values()
                     ):
                         continue  # a skip just made more steps ready
+                    await self._commit(state, ends, ())
                     parked = await self._park(state)
                     if parked is not None:
                         return parked
                     recheck = {k for k, s in state.steps.items() if s.status in WAITING_STEP}
                     await self._refresh_scheduled(state)
                     continue
-                waiter = asyncio.create_task(wake.wait())
-                done, _ = await asyncio.wait(
-                    [*tasks.values(), waiter], timeout=POLL_S, return_when=asyncio.FIRST_COMPLETED
-                )
-                waiter.cancel()
-                woken = wake.is_set()
-                wake.clear()
-                for sid, task in list(tasks.items()):
-                    if task not in done:
-                        continue
-                    del tasks[sid]
-                    ended = await self._on_outcome(state, state.steps[sid], task.result())
-                    if ended is not None:
-                        return ended
+                if starts or ends:
+                    # The completions and the starts they made possible: one transaction.
+                    await self._commit(state, ends, starts)
+                    for step in starts:
+                        spawn(step, True)
+                poked = run_id in self._poked
+                if not finished and not poked and not due_poll:
+                    wake.clear()
+                    await wake.wait()
+                    poked = run_id in self._poked
+                self._poked.discard(run_id)
+                polled, due_poll = due_poll, False
+                while finished:
+                    sid = finished.pop(0)
+                    task = tasks.pop(sid)
+                    result = await self._on_outcome(state, state.steps[sid], task.result(), ends)
+                    if result is not None:
+                        return result
                 parked_now = {
                     k for k, s in state.steps.items() if s.status in WAITING_STEP and k not in tasks
                 }
-                # Each poll (or wake) also checks for a cancel made from another process.
-                if parked_now or woken or not done:
-                    if await self._cancel_requested(state.run_id):
+                if parked_now or poked or polled:
+                    await self._commit(state, ends, ())
+                    if await self._cancel_requested(run_id):
                         return await self._finish(state, "cancelled", "Cancelled on request.")
-                    recheck |= await self._decided(state.run_id) & parked_now
+                    recheck |= await self._decided(run_id) & parked_now
                     await self._refresh_scheduled(state)
         finally:
+            polls[0].cancel()
             for task in tasks.values():
                 task.cancel()
             if tasks:
                 await asyncio.gather(*tasks.values(), return_exceptions=True)
 
-    def _spawn(self, state: RunState, step: Step, *, fresh: bool = False) -> asyncio.Task[Outcome]:
+    def _spawn(
+        self, state: RunState, step: StepState, *, fresh: bool = False
+    ) -> asyncio.Task[Outcome]:
+        # The runner's mixins are typed against the ``steps`` row model; a StepState has the
+        # same fields, and the runner only reads and sets those.
+        row = cast(Step, step)
+
         async def run() -> Outcome:
             async with self._slots:
-                return await StepRunner(self.svc, state, step, fresh=fresh).run()
+                return await StepRunner(self.svc, state, row, fresh=fresh).run()
 
         return asyncio.create_task(run(), name=f"baton-step-{state.run_id}-{step.step_id}")
 
-    def _ready(self, state: RunState, step: Step) -> bool:
-        return all(
-            state.steps[d].status in FINISHED_STEP
-            for d in step.depends_on or []
-            if d in state.steps
-        )
+    def _ready(self, state: RunState, step: StepState) -> bool:
+        deps = step.depends_on
+        if not deps:
+            return True
+        all_steps = state.steps
+        for d in deps:
+            dep = all_steps.get(d)
+            if dep is not None and dep.status not in FINISHED_STEP:
+                return False
+        return True
 
-    async def _hold_or_skip(self, state: RunState, step: Step) -> bool:
+    async def _hold_or_skip(self, state: RunState, step: StepState) -> bool:
         """For a ready step: skip it (a dependency was skipped, or its condition fails), or
         hold it until its follow-up time. True if it must not start now."""
         now = self.svc.clock()
@@ -203,57 +302,122 @@ class RunLoop:
         if not waiting:
             return
         async with self.svc.db.transaction() as session:
-            fresh = {s.step_id: s for s in await steps.get_steps(session, run_id=state.run_id)}
+            rows = await steps.get_step_rows(session, run_id=state.run_id)
+        fresh = {r["step_id"]: r for r in rows}
         for step in waiting:
             row = fresh.get(step.step_id)
-            if row is not None and row.status != SCHEDULED_STEP:
-                step.status, step.error = row.status, row.error
+            if row is not None and row["status"] != SCHEDULED_STEP:
+                step.status, step.error = row["status"], row["error"]
+                step.output = row["output"]
+        state.forget_outputs()
 
-    async def _start_step(self, state: RunState, step: Step) -> None:
-        now = self.svc.clock()
-        context = step_context(state, step)
+    def _start_values(self, state: RunState, step: StepState, now: float) -> dict[str, Any]:
+        """The columns that start ``step`` now (its context; an agent's opening messages)."""
+        row = cast(Step, step)  # the runtime's helpers read a StepState like a row
+        context = step_context(state, row)
         values: dict[str, Any] = {"status": "running", "context": context, "started_at": now}
         if step.agent and not step.transcript:
             # The agent's opening messages are committed with the start: one write, not two.
-            values["transcript"] = opening(self.svc, state, step, step.agent, context)
-        async with self.svc.db.transaction() as session:
-            await steps.update_step(
-                session, run_id=state.run_id, step_id=step.step_id, values=values
-            )
-        step.status, step.context, step.started_at = "running", context, now
-        step.transcript = values.get("transcript", step.transcript)
-        await self.bus.publish(
-            StepStarted(state.run_id, step.step_id, step.title, step.agent, step.tool)
-        )
+            values["transcript"] = opening(self.svc, state, row, step.agent, context)
+        return values
 
-    async def _on_outcome(self, state: RunState, step: Step, outcome: Outcome) -> RunSummary | None:
+    async def _commit(
+        self, state: RunState, ends: list[Ended], starts: Sequence[StepState]
+    ) -> None:
+        """Commit steps' completions and starts in one transaction, then say so (events).
+
+        ``ends`` are already applied in memory (so what they make ready can start here) and
+        are emptied once committed.
+        """
+        if not ends and not starts:
+            return
         now = self.svc.clock()
-        if isinstance(outcome, Parked):
-            return None
-        if isinstance(outcome, Done):
-            if outcome.finished_at is not None:
-                now = outcome.finished_at  # committed by the runner with the last turn
-            else:
-                async with self.svc.db.transaction() as session:
-                    await steps.update_step(
-                        session,
-                        run_id=state.run_id,
-                        step_id=step.step_id,
-                        values={"status": "done", "output": outcome.output, "finished_at": now},
-                    )
-            step.status, step.output, step.finished_at = "done", outcome.output, now
+        began = [(step, self._start_values(state, step, now)) for step in starts]
+        async with self.svc.db.transaction() as session:
+            await self._write_ends(session, state, ends, now)
+            for step, values in began:
+                await steps.update_step(
+                    session, run_id=state.run_id, step_id=step.step_id, values=values
+                )
+        for step, values in began:
+            step.status, step.context, step.started_at = "running", values["context"], now
+            step.transcript = values.get("transcript", step.transcript)
+        committed = list(ends)
+        ends.clear()
+        if self.bus.subscribers:
+            await self._announce_ends(state, committed)
+            for step in starts:
+                await self.bus.publish(
+                    StepStarted(state.run_id, step.step_id, step.title, step.agent, step.tool)
+                )
+
+    async def _write_ends(
+        self, session: Session, state: RunState, ends: Sequence[Ended], now: float
+    ) -> None:
+        for step, outcome, finished_at in ends:
+            done = {"status": "done", "output": outcome.output, "finished_at": finished_at}
+            if isinstance(outcome, FinalTurn) and outcome.reply is not None:
+                # The step's last model turn, its usage and its completion: one statement.
+                reply = outcome.reply
+                await steps.add_usage(
+                    session,
+                    run_id=state.run_id,
+                    step_id=step.step_id,
+                    tokens_in=reply.tokens_in,
+                    tokens_out=reply.tokens_out,
+                    cost_usd=reply.cost_usd,
+                    values={"transcript": outcome.transcript, **done},
+                )
+                await runs.add_usage(
+                    session,
+                    run_id=state.run_id,
+                    model_calls=1,
+                    tokens_in=reply.tokens_in,
+                    tokens_out=reply.tokens_out,
+                    cost_usd=reply.cost_usd,
+                    now=now,
+                )
+            elif outcome.finished_at is None:
+                await steps.update_step(
+                    session, run_id=state.run_id, step_id=step.step_id, values=done
+                )
+            # else: the runner committed it already
+
+    async def _announce_ends(self, state: RunState, ends: Sequence[Ended]) -> None:
+        for step, outcome, finished_at in ends:
             await self.bus.publish(
                 StepFinished(
                     state.run_id,
                     step.step_id,
                     step.title,
                     outcome.output,
-                    now - (step.started_at or now),
+                    finished_at - (step.started_at or finished_at),
                     step.tokens_in + step.tokens_out,
                     step.cost_usd,
                 )
             )
+
+    async def _on_outcome(
+        self, state: RunState, step: StepState, outcome: Outcome, ends: list[Ended]
+    ) -> RunSummary | None:
+        if isinstance(outcome, Parked):
             return None
+        if isinstance(outcome, Done):
+            # Applied in memory now, committed with what comes next (see _commit); nothing
+            # is shown or acted on before that commit.
+            now = outcome.finished_at if outcome.finished_at is not None else self.svc.clock()
+            if isinstance(outcome, FinalTurn) and outcome.reply is not None:
+                reply = outcome.reply
+                step.transcript = outcome.transcript
+                step.model_calls += 1
+                step.tokens_in += reply.tokens_in
+                step.tokens_out += reply.tokens_out
+                step.cost_usd += reply.cost_usd
+            state.done(step, outcome.output, now)
+            ends.append((step, outcome, now))
+            return None
+        await self._commit(state, ends, ())
+        now = self.svc.clock()
         status = "failed" if isinstance(outcome, Failed) else "rejected"
         why = outcome.error if isinstance(outcome, Failed) else outcome.reason
         async with self.svc.db.transaction() as session:
@@ -372,13 +536,29 @@ class RunLoop:
         await self.bus.publish(RunWaiting(state.run_id, pending_ids, open_ids))
         return RunSummary(state.run_id, "waiting")
 
-    async def _finish(self, state: RunState, status: str, error: str | None) -> RunSummary:
+    async def _finish(
+        self,
+        state: RunState,
+        status: str,
+        error: str | None,
+        pending: list[Ended] | None = None,
+    ) -> RunSummary:
+        """End the run (and let go of it), committing ``pending`` completions with it."""
+        error = redact(error) if error else error  # a crash's message may quote a secret
         now = self.svc.clock()
-        ends = sinks(state)
+        pending = pending if pending is not None else []
         output = (
-            "\n\n".join(state.steps[s].output or "" for s in ends) if status == "done" else None
+            "\n\n".join(state.steps[s].output or "" for s in sinks(state))
+            if status == "done"
+            else None
         )
+        unfinished = [
+            s
+            for s in state.steps.values()
+            if s.status not in ("done", "failed", "rejected", "skipped")
+        ]
         async with self.svc.db.transaction() as session:
+            await self._write_ends(session, state, pending, now)
             await runs.update_run(
                 session,
                 run_id=state.run_id,
@@ -391,38 +571,34 @@ class RunLoop:
                     "lease_until": None,
                 },
             )
-            for step in state.steps.values():
-                if step.status not in ("done", "failed", "rejected", "skipped"):
-                    await steps.update_step(
-                        session,
-                        run_id=state.run_id,
-                        step_id=step.step_id,
-                        values={"status": "cancelled"},
-                    )
-                    step.status = "cancelled"
-            await due.cancel(session, run_id=state.run_id)
+            for step in unfinished:
+                await steps.update_step(
+                    session,
+                    run_id=state.run_id,
+                    step_id=step.step_id,
+                    values={"status": "cancelled"},
+                )
+            key = {"k_run": state.run_id}
+            await steps.write(session, _END_DUE, key)
             # Nothing can be decided on an ended run: close its open checkpoints, so their
             # buttons go away (the events below) and a late click is told so.
-            closed = await session.execute(
-                APPROVALS.update()
-                .where(and_(APPROVALS.c.run_id == state.run_id, APPROVALS.c.status == "pending"))
-                .values(
-                    status="expired",
-                    decided_by="baton",
-                    decided_at=now,
-                    reason=f"the run was {status}",
-                )
-                .returning(APPROVALS.c.id, APPROVALS.c.step_id)
+            closed = await steps.fetch(
+                session, _END_APPROVALS, {**key, "d_now": now, "d_reason": f"the run was {status}"}
             )
-            expired = [(str(r.id), str(r.step_id)) for r in closed]
-            await session.execute(
-                HANDOFFS.update()
-                .where(and_(HANDOFFS.c.run_id == state.run_id, HANDOFFS.c.status == "open"))
-                .values(status="ended", answer=f"(the run was {status})", answered_at=now)
+            expired = [(str(r[0]), str(r[1])) for r in closed]
+            await steps.write(
+                session, _END_HANDOFFS, {**key, "d_now": now, "d_answer": f"(the run was {status})"}
             )
-            run = await runs.get_run(session, run_id=state.run_id)
-        assert run is not None
+            totals = await runs.totals(session, run_id=state.run_id)
+        assert totals is not None
+        for step in unfinished:
+            step.status = "cancelled"
+        committed = list(pending)
+        pending.clear()
         self._let_go.add(state.run_id)
+        if not self.bus.subscribers:
+            return RunSummary(state.run_id, status, error)
+        await self._announce_ends(state, committed)
         for approval_id, step_id in expired:
             await self.bus.publish(
                 ApprovalDecided(
@@ -435,16 +611,17 @@ class RunLoop:
                     False,
                 )
             )
+        model_calls, tokens, cost_usd, created_at = totals
         await self.bus.publish(
             RunFinished(
                 state.run_id,
                 status,
                 error,
                 output,
-                run.model_calls,
-                run.tokens_in + run.tokens_out,
-                run.cost_usd,
-                now - run.created_at,
+                model_calls,
+                tokens,
+                cost_usd,
+                now - created_at,
             )
         )
         return RunSummary(state.run_id, status, error)

@@ -17,10 +17,9 @@ from typing import TYPE_CHECKING, Any
 from agents import prompts
 from agents.builtin_tools import HANDOFF_TO_AGENT, HANDOFF_TO_HUMAN
 from agents.errors import ConfigError, LimitExceeded, ModelError, ToolArgumentsError
-from agents.events import StepRetrying
+from agents.gateway import StepCall
 from agents.model import ModelReply, ToolCallRequest
 from agents.playbook import render, render_value
-from agents.retry import with_retries
 from agents.tools import Risk, Tool
 from storage.models import Step
 from storage.repositories import runs, steps
@@ -29,15 +28,18 @@ if TYPE_CHECKING:
     from agents.state import RunState, Services
 
 from agents.checkpoints import Checkpoints
+from agents.grounding import Grounding
+from agents.guardrails import Guardrails, Interrupt
 from agents.handing import Handoffs
 from agents.outcomes import CallResult, Done, Failed, Outcome, Parked, Refusal, Rejected, Switch
+from agents.state import FinalTurn
 
 log = logging.getLogger(__name__)
 
 RESULT_LIMIT = 20_000  # characters of a tool result kept for the model
 
 
-class StepRunner(Checkpoints, Handoffs):
+class StepRunner(Checkpoints, Handoffs, Grounding, Guardrails):
     """Carries one step forward from whatever state storage holds."""
 
     def __init__(self, svc: Services, state: RunState, step: Step, *, fresh: bool = False) -> None:
@@ -67,6 +69,8 @@ class StepRunner(Checkpoints, Handoffs):
             return Failed(str(exc))
         except ConfigError as exc:
             return Failed(str(exc))
+        except Interrupt as exc:  # a guardrail stopped the step (a budget pause, a refusal)
+            return exc.outcome
 
     # ---- tool steps ---------------------------------------------------------------------
     async def _run_tool_step(self) -> Outcome:
@@ -133,14 +137,15 @@ class StepRunner(Checkpoints, Handoffs):
                     "(its iteration cap)"
                 )
             tools = [t.schema() for t in self.svc.registry.tools_for(agent)]
+            await self._before_model_call()  # runaway caps, money budgets (guardrails)
             reply = await self._complete(agent.model or self.svc.settings.model, transcript, tools)
+            reply = self._scrubbed(reply)  # no secret is stored or shown
             transcript = [*transcript, reply.message()]
             if not reply.tool_calls and not step.needs_approval:
-                # The final answer: the turn and the step's completion in one commit.
+                # The final answer: the driver commits this turn with the step's completion
+                # and the start of what it makes ready, in one transaction (run_loop).
                 output, now = reply.content or "", self.svc.clock()
-                done = {"status": "done", "output": output, "finished_at": now}
-                await self._record_turn(reply, transcript, done)
-                return Done(output, finished_at=now)
+                return FinalTurn(output, now, reply=reply, transcript=transcript)
             await self._record_turn(reply, transcript)
 
     def _opening(self, agent_name: str, context: dict[str, Any]) -> list[dict[str, Any]]:
@@ -149,26 +154,16 @@ class StepRunner(Checkpoints, Handoffs):
     async def _complete(
         self, model: str, transcript: list[dict[str, Any]], tools: list[dict[str, Any]]
     ) -> ModelReply:
-        budget = self.state.budget
-        budget.check()
-
-        async def on_retry(attempt: int, delay: float, exc: ModelError) -> None:
-            await self.svc.bus.publish(
-                StepRetrying(self.run_id, self.step.step_id, attempt, delay, str(exc))
-            )
-
-        s = self.svc.settings
-        reply = await with_retries(
-            lambda: self.svc.model.complete(
-                model=model, messages=transcript, tools=tools, timeout_s=s.model_timeout_s
-            ),
-            retries=s.model_retries,
-            base=s.retry_base_s,
-            cap=s.retry_max_s,
-            on_retry=on_retry,
+        # Caps, fallbacks and output_schema live in the gateway (agents.gateway).
+        call = StepCall(
+            svc=self.svc,
+            agent=self.svc.registry.agent(self.step.agent or ""),
+            run_id=self.run_id,
+            step_id=self.step.step_id,
+            budget=self.state.budget,
+            spent_usd=self.step.cost_usd,
         )
-        budget.add(tokens=reply.tokens_in + reply.tokens_out, cost_usd=reply.cost_usd)
-        return reply
+        return await call.complete(model, transcript, tools)
 
     async def _record_turn(
         self,
@@ -176,6 +171,11 @@ class StepRunner(Checkpoints, Handoffs):
         transcript: list[dict[str, Any]],
         also: dict[str, Any] | None = None,
     ) -> None:
+        await self._record_usage(reply, {"transcript": transcript, **(also or {})})
+        self.step.transcript = transcript
+
+    async def _record_usage(self, reply: ModelReply, values: dict[str, Any] | None = None) -> None:
+        """Count one model call on the step and the run (with ``values`` set on the step)."""
         now = self.svc.clock()
         async with self.svc.db.transaction() as session:
             await steps.add_usage(
@@ -185,7 +185,7 @@ class StepRunner(Checkpoints, Handoffs):
                 tokens_in=reply.tokens_in,
                 tokens_out=reply.tokens_out,
                 cost_usd=reply.cost_usd,
-                values={"transcript": transcript, **(also or {})},
+                values=values,
             )
             await runs.add_usage(
                 session,
@@ -196,7 +196,6 @@ class StepRunner(Checkpoints, Handoffs):
                 cost_usd=reply.cost_usd,
                 now=now,
             )
-        self.step.transcript = transcript
         self.step.model_calls += 1
         self.step.tokens_in += reply.tokens_in
         self.step.tokens_out += reply.tokens_out
@@ -230,8 +229,16 @@ class StepRunner(Checkpoints, Handoffs):
                 return await self._handoff_to_agent(call, agent_name, epoch)
         agent = self.svc.registry.agent(agent_name)
         allowed = {t.name: t for t in self.svc.registry.tools_for(agent)}
+        repeated = self._repeats(raw_calls, calls)  # the loop detector (guardrails)
+        if isinstance(repeated, Failed):
+            return repeated
         results = await asyncio.gather(
-            *(self._agent_call(call, allowed, key=f"{base}:{i}") for i, call in enumerate(calls))
+            *(
+                self._refuse_repeat(call)
+                if i in repeated
+                else self._agent_call(call, allowed, key=f"{base}:{i}")
+                for i, call in enumerate(calls)
+            )
         )
         # A person who took a call over did the whole step: their result is its output.
         for r in results:

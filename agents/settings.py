@@ -21,6 +21,8 @@ class Limits:
     max_cost_usd: float = 2.0
     step_timeout_s: float = 600.0
     max_goal_chars: int = 8_000
+    #: The same tool call (tool and arguments) allowed this many times in one step.
+    max_repeat_calls: int = 3
 
 
 RISKS = ("read_only", "writes", "external")
@@ -43,8 +45,10 @@ class Settings:
     model: str = DEFAULT_MODEL
     planner_model: str | None = None
     plugins: tuple[str, ...] = ()
+    #: The config folder: agents/*.yaml, playbooks/*.yaml, mcp.yaml (missing → built-ins only).
+    config_dir: str = "config"
     #: Where named playbooks live (``/orchestrate playbook NAME`` reads NAME.yaml from here).
-    playbook_dir: str = "playbooks"
+    playbook_dir: str = os.path.join("config", "playbooks")
     limits: Limits = field(default_factory=Limits)
     #: Steps running at once across all runs of this process.
     concurrency: int = 16
@@ -59,6 +63,16 @@ class Settings:
     lease_s: float = 30.0
     #: Due work later than this when Baton comes back is reported missed, not run late.
     missed_grace_s: float = 3600.0
+    #: Check outbound text (emails, posts) against the run's evidence before it is sent.
+    grounding: bool = True
+    #: Model of the grounding check (None → ``model``).
+    grounding_model: str | None = None
+    #: Times an agent's outbound text is sent back with its unsupported claims before a
+    #: person decides.
+    grounding_retries: int = 2
+    #: Spend per requester and per Slack workspace since UTC midnight, in dollars (0 = no cap).
+    max_cost_usd_per_user_day: float = 0.0
+    max_cost_usd_per_workspace_day: float = 0.0
     #: Checkpoint timings per risk level: remind, escalate, expire (seconds; 0 = never).
     checkpoint_timings: dict[str, CheckpointTimings] = field(
         default_factory=lambda: {r: CheckpointTimings() for r in RISKS}
@@ -76,6 +90,7 @@ class Settings:
             max_cost_usd=_float(env, "BATON_MAX_COST_USD", d.max_cost_usd),
             step_timeout_s=_float(env, "BATON_STEP_TIMEOUT", d.step_timeout_s),
             max_goal_chars=_int(env, "BATON_MAX_GOAL_CHARS", d.max_goal_chars),
+            max_repeat_calls=_int(env, "BATON_MAX_REPEAT_CALLS", d.max_repeat_calls),
         )
         base = cls()
         return cls(
@@ -83,7 +98,9 @@ class Settings:
             model=env.get("BATON_MODEL") or base.model,
             planner_model=env.get("BATON_PLANNER_MODEL") or None,
             plugins=tuple(p.strip() for p in env.get("BATON_PLUGINS", "").split(",") if p.strip()),
-            playbook_dir=env.get("BATON_PLAYBOOK_DIR") or base.playbook_dir,
+            config_dir=env.get("BATON_CONFIG_DIR") or base.config_dir,
+            playbook_dir=env.get("BATON_PLAYBOOK_DIR")
+            or os.path.join(env.get("BATON_CONFIG_DIR") or base.config_dir, "playbooks"),
             limits=limits,
             concurrency=_int(env, "BATON_CONCURRENCY", base.concurrency),
             model_retries=_int(env, "BATON_MODEL_RETRIES", base.model_retries),
@@ -93,7 +110,12 @@ class Settings:
             approve_writes=_bool(env, "BATON_APPROVE_WRITES", base.approve_writes),
             lease_s=_float(env, "BATON_LEASE_SECONDS", base.lease_s),
             missed_grace_s=_duration(env, "BATON_MISSED_GRACE", base.missed_grace_s),
+            grounding=_bool(env, "BATON_GROUNDING", base.grounding),
+            grounding_model=env.get("BATON_GROUNDING_MODEL") or None,
+            grounding_retries=_int(env, "BATON_GROUNDING_RETRIES", base.grounding_retries),
             checkpoint_timings={risk: _timings(env, risk) for risk in RISKS},
+            max_cost_usd_per_user_day=_float(env, "BATON_MAX_COST_USD_PER_USER_DAY", 0.0),
+            max_cost_usd_per_workspace_day=_float(env, "BATON_MAX_COST_USD_PER_WORKSPACE_DAY", 0.0),
         )
 
 

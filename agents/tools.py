@@ -54,17 +54,31 @@ class Tool:
     fn: ToolFunction
     risk: Risk
     idempotent: bool
-    args_model: type[BaseModel]
+    #: Pydantic model of the arguments (tools made from functions); or see ``json_schema``.
+    args_model: type[BaseModel] | None
     context_param: str | None = None
     #: Tools the runtime handles itself (handoffs) rather than calling ``fn``.
     control: bool = False
+    #: Arguments whose text reaches people outside (an email body, a channel post): checked
+    #: against the run's evidence before the call (``agents.grounding``).
+    outbound: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
+    #: A raw JSON schema of the arguments (tools that bring their own, e.g. from MCP servers),
+    #: checked with ``jsonschema``; then ``fn(arguments, ctx)`` is called with the dict.
+    json_schema: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if (self.args_model is None) == (self.json_schema is None):
+            raise ConfigError(f"Tool {self.name} needs exactly one of args_model or json_schema")
 
     def schema(self) -> dict[str, Any]:
         """The OpenAI-style function schema (built once: it is sent on every model turn)."""
         cached = self.extra.get("schema")
         if cached is None:
-            params = self.args_model.model_json_schema()
+            if self.json_schema is not None:
+                params = dict(self.json_schema)
+            else:
+                params = _model(self).model_json_schema()
             params.pop("title", None)
             cached = {
                 "type": "function",
@@ -83,8 +97,10 @@ class Tool:
             raise ToolArgumentsError(
                 f"{self.name} takes a JSON object of arguments, got {type(arguments).__name__}"
             )
+        if self.json_schema is not None:
+            return _check_json(self, arguments)
         try:
-            model = self.args_model.model_validate(arguments)
+            model = _model(self).model_validate(arguments)
         except ValidationError as exc:
             problems = "; ".join(
                 f"{'.'.join(str(p) for p in err['loc']) or '(arguments)'}: {err['msg']}"
@@ -95,11 +111,37 @@ class Tool:
 
     async def call(self, arguments: dict[str, Any], ctx: ToolContext) -> str:
         """Run the tool on validated arguments; the result as text for the model."""
+        if self.json_schema is not None:
+            return result_text(await self.fn(dict(arguments), ctx))
         kwargs = dict(arguments)
         if self.context_param:
             kwargs[self.context_param] = ctx
         result = await self.fn(**kwargs)
         return result_text(result)
+
+
+def _model(tool: Tool) -> type[BaseModel]:
+    assert tool.args_model is not None  # __post_init__: one of the two is set
+    return tool.args_model
+
+
+def _check_json(tool: Tool, arguments: dict[str, Any]) -> dict[str, Any]:
+    validator = tool.extra.get("validator")
+    if validator is None:
+        # Imported here: only tools with a raw schema need it, and start-up time counts.
+        from jsonschema.validators import Draft202012Validator, validator_for
+
+        schema = tool.json_schema or {}
+        validator = validator_for(schema, default=Draft202012Validator)(schema)
+        tool.extra["validator"] = validator
+    errors = sorted(validator.iter_errors(arguments), key=lambda e: [str(p) for p in e.path])
+    if errors:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err.path) or '(arguments)'}: {err.message}"
+            for err in errors
+        )
+        raise ToolArgumentsError(f"Invalid arguments for {tool.name}: {problems}")
+    return dict(arguments)
 
 
 def result_text(result: Any) -> str:
@@ -119,6 +161,7 @@ def make_tool(
     name: str | None = None,
     description: str | None = None,
     control: bool = False,
+    outbound: tuple[str, ...] = (),
 ) -> Tool:
     """Build a :class:`Tool` from an async function's signature and docstring."""
     if not inspect.iscoroutinefunction(fn):
@@ -151,6 +194,7 @@ def make_tool(
         args_model=args_model,
         context_param=context_param,
         control=control,
+        outbound=tuple(outbound),
     )
 
 
@@ -160,12 +204,18 @@ def tool(
     idempotent: bool = False,
     name: str | None = None,
     description: str | None = None,
+    outbound: tuple[str, ...] = (),
 ) -> Callable[[ToolFunction], Tool]:
     """Decorator form of :func:`make_tool`."""
 
     def wrap(fn: ToolFunction) -> Tool:
         return make_tool(
-            fn, risk=Risk(risk), idempotent=idempotent, name=name, description=description
+            fn,
+            risk=Risk(risk),
+            idempotent=idempotent,
+            name=name,
+            description=description,
+            outbound=outbound,
         )
 
     return wrap

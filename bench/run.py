@@ -296,12 +296,22 @@ class Counter:
         self.statements = 0
         self.commits = 0
         self.by_verb: dict[str, int] = {}
-        event.listen(sync, "before_cursor_execute", self._stmt)
         event.listen(sync, "commit", self._commit)
+        if db._sync_conn is not None:
+            # SQLite: the driver's own trace sees every statement, including those the
+            # repositories send straight to the driver (storage.repositories.steps.write).
+            raw = db._sync_conn.connection.driver_connection
+            assert raw is not None
+            raw.set_trace_callback(self._verb)
+        else:
+            event.listen(sync, "before_cursor_execute", self._stmt)
 
     def _stmt(self, _conn: Any, _cur: Any, statement: str, *_args: Any) -> None:
+        self._verb(statement)
+
+    def _verb(self, statement: str) -> None:
         verb = statement.lstrip().split(None, 1)[0].upper()
-        if verb == "BEGIN":
+        if verb in ("BEGIN", "COMMIT", "ROLLBACK"):
             return
         self.statements += 1
         self.by_verb[verb] = self.by_verb.get(verb, 0) + 1
@@ -321,7 +331,10 @@ async def child(name: str, db_kind: str, reps: int | None) -> dict[str, Any]:
         engine = await open_engine(settings_for(url), model=StandIn(delay), registry=registry())
         rss_setup = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         await rep(engine)  # warm-up: first statement compilations, lazy imports
-        values = [value(await rep(engine)) for _ in range(reps or scenario.reps)]
+        n_reps = reps or scenario.reps
+        cpu0 = time.process_time()
+        values = [value(await rep(engine)) for _ in range(n_reps)]
+        cpu = time.process_time() - cpu0
         counter = Counter(engine.svc.db)
         await rep(engine)
         await engine.close()
@@ -331,6 +344,8 @@ async def child(name: str, db_kind: str, reps: int | None) -> dict[str, Any]:
         "scenario": name,
         "values": values,
         "median": statistics.median(values),
+        # CPU time of this process per step: less sensitive to other load than wall time.
+        "cpu_us_per_step": cpu / (n_reps * steps_in(name)) * 1e6,
         "rss_setup_kb": rss_setup,
         "rss_peak_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
         "statements_per_step": counter.statements / n,
@@ -435,20 +450,25 @@ def report(
         setup = statistics.median(g["rss_setup_kb"] for g in got) / 1024
         spread = ", ".join(fmt(g["median"], s.unit) for g in got)
         others = max(g["other_cores"] for g in got)
+        cpu = statistics.median(g["cpu_us_per_step"] for g in got)
         g0 = got[0]
         rows.append(
             f"| {name} | {s.what} | {fmt(med, s.unit)} {unit} | {bar} | {met} | {spread} "
-            f"| {g0['commits_per_step']:.2f} / {g0['statements_per_step']:.2f} "
+            f"| {cpu:,.0f} | {g0['commits_per_step']:.2f} / {g0['statements_per_step']:.2f} "
             f"| {peak:.0f} ({setup:.0f}) | {others:.2f} |"
         )
-        print(f"{name}: {fmt(med, s.unit)} {unit}; trials {spread}", file=sys.stderr)
+        print(
+            f"{name}: {fmt(med, s.unit)} {unit}; trials {spread}; CPU {cpu:,.0f} µs/step; "
+            f"other load {others:.2f} cores",
+            file=sys.stderr,
+        )
         print(f"  statements per step: {g0['by_verb_per_step']}", file=sys.stderr)
     print(
         f"\n{db_kind}, {trials} fresh-process trials each, median of trial medians; "
         f"engine from {code_version()}\n\n"
-        "| scenario | what | result | bar | met | trial medians | commits / statements per step "
-        "| peak RSS MB (after setup) | other load, cores |\n"
-        "|---|---|---:|---:|:-:|---|---:|---:|---:|"
+        "| scenario | what | result | bar | met | trial medians | CPU µs per step "
+        "| commits / statements per step | peak RSS MB (after setup) | other load, cores |\n"
+        "|---|---|---:|---:|:-:|---|---:|---:|---:|---:|"
     )
     print("\n".join(rows))
 

@@ -59,6 +59,7 @@ def approval_card(approval: Approval, step_title: str) -> ApprovalCard:
         decided_at=approval.decided_at,
         reason=approval.reason,
         edited=approval.edited is not None,
+        claims=tuple(((approval.action or {}).get("grounding") or {}).get("claims") or ()),
     )
 
 

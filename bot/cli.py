@@ -13,10 +13,12 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from agents.engine import Engine
+    from agents.tools import Tool
     from bot.console import Console
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_WAITING = 0, 1, 2, 3
@@ -84,6 +86,10 @@ def _parser() -> argparse.ArgumentParser:
     unschedule = sub.add_parser("unschedule", help="stop a schedule")
     unschedule.add_argument("schedule_id")
 
+    sub.add_parser(
+        "check", help="check the config folder (agents, playbooks, MCP servers) and settings"
+    )
+
     serve = sub.add_parser(
         "serve",
         help="serve Slack (Socket Mode if SLACK_APP_TOKEN is set, else HTTP) and drive runs",
@@ -140,6 +146,9 @@ def _logging() -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # litellm logs request details at INFO; they can include secrets in headers.
     logging.getLogger("LiteLLM").setLevel(max(logging.WARNING, logging.getLogger().level))
+    from agents.secrets import install_log_redaction
+
+    install_log_redaction()  # no secret in any log line or traceback (`baton serve` too)
 
 
 async def _dispatch(args: argparse.Namespace) -> int:
@@ -161,6 +170,7 @@ async def _dispatch(args: argparse.Namespace) -> int:
             "schedule": _cmd_schedule,
             "schedules": _cmd_schedules,
             "unschedule": _cmd_unschedule,
+            "check": _cmd_check,
         }[args.command]
         return await handler(args)
     except BatonError as exc:
@@ -186,10 +196,19 @@ async def _engine(*, check: set[str] | None = None, timer: bool = True) -> Engin
     settings = Settings.from_env()
     if check is not None:
         check_models(check)
-    engine = await open_engine(settings)
+    engine = await open_engine(settings, extra_tools=_slack_tools())
     if timer:
         engine.start_timer()
     return engine
+
+
+def _slack_tools() -> list[Tool]:
+    """With SLACK_BOT_TOKEN set, agents may read and post in Slack from the terminal too."""
+    if not os.environ.get("SLACK_BOT_TOKEN"):
+        return []
+    from bot.slack_tools import slack_tools_from_env
+
+    return slack_tools_from_env()
 
 
 def _requester() -> str:
@@ -201,33 +220,46 @@ def _requester() -> str:
 
 async def _cmd_run(args: argparse.Namespace) -> int:
     from agents.bootstrap import check_models, models_needed, open_engine
+    from agents.config import configured_mcp_servers, configured_registry
     from agents.engine import clean_goal
     from agents.errors import PlaybookError
-    from agents.playbook import bind, load_playbook
-    from agents.registry import build_registry
+    from agents.playbook import bind, find_playbook, load_playbook
     from agents.settings import Settings
     from bot.console import Console
 
     settings = Settings.from_env()
-    registry = build_registry(settings.plugins)
+    registry = configured_registry(settings, _slack_tools())
+    # Everything that can be checked without the database or MCP servers, first.
     if args.playbook:
         if args.goal:
             raise PlaybookError("Give either a goal or --playbook, not both.")
         inputs = _inputs(args.input)
-        playbook = load_playbook(args.playbook)
-        goal, plan = bind(playbook, inputs, registry, max_steps=settings.limits.max_steps)
-        check_models(models_needed(settings, registry, plan))
-        engine = await open_engine(settings, registry=registry)
+        path = Path(args.playbook)
+        if not path.exists() and "/" not in args.playbook and not path.suffix:  # noqa: ASYNC240
+            path = find_playbook(args.playbook, settings.playbook_dir)  # a name: the config's
+        playbook = load_playbook(path)
     else:
         if args.goal is None:
             raise PlaybookError('Say what you want done: baton run "research Acme" (or --playbook)')
         if args.input:
             raise PlaybookError("--input goes with --playbook.")
         clean_goal(args.goal, settings.limits.max_goal_chars)  # before the slow model checks
-        check_models(models_needed(settings, registry, None))
-        engine = await open_engine(settings, registry=registry)
-        plan = None
-        goal = args.goal
+    engine = await open_engine(
+        settings, registry=registry, mcp_servers=configured_mcp_servers(settings)
+    )
+    try:
+        # After the MCP servers are connected: a playbook may name their tools.
+        if args.playbook:
+            goal, plan = bind(playbook, inputs, registry, max_steps=settings.limits.max_steps)
+            check_models(models_needed(settings, registry, plan))
+        else:
+            check_models(models_needed(settings, registry, None))
+            plan = None
+            goal = args.goal
+    except BaseException:
+        await engine.close()
+        await engine.svc.db.close()
+        raise
     engine.start_timer()
     console = Console()
     engine.bus.subscribe(console.on_event)
@@ -507,11 +539,11 @@ async def _cmd_resume(args: argparse.Namespace) -> int:
 
 def _models_for_resume() -> set[str]:
     from agents.bootstrap import models_needed
-    from agents.registry import build_registry
+    from agents.config import configured_registry
     from agents.settings import Settings
 
     settings = Settings.from_env()
-    return models_needed(settings, build_registry(settings.plugins), None)
+    return models_needed(settings, configured_registry(settings, _slack_tools()), None)
 
 
 async def _cmd_approvals(args: argparse.Namespace) -> int:
@@ -702,3 +734,9 @@ async def _cmd_unschedule(args: argparse.Namespace) -> int:
         await engine.svc.db.close()
     sys.stdout.write(f"Schedule {args.schedule_id} removed.\n")
     return EXIT_OK
+
+
+async def _cmd_check(args: argparse.Namespace) -> int:
+    from bot.check import check
+
+    return check(sys.stdout)

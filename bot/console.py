@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
+from agents import spending
 from agents.events import (
     ApprovalDecided,
     ApprovalRequested,
@@ -153,6 +154,8 @@ def render_action(approval: Approval) -> list[str]:
     action = approval.action or {}
     if approval.kind == "step_output":
         return ["Draft:", *[f"  {line}" for line in str(action.get("draft", "")).splitlines()]]
+    if approval.kind == spending.BUDGET_KIND:
+        return [f"Budget reached: {spending.describe(action)}", spending.offer(action)]
     head = f"{action.get('tool')} (risk: {approval.risk})"
     if approval.kind == "outcome_unknown":
         head = (
@@ -160,7 +163,25 @@ def render_action(approval: Approval) -> list[str]:
             "Approve to make the call again; reject to not repeat it."
         )
     args = json.dumps(action.get("arguments", {}), indent=2, ensure_ascii=False)
-    return [head, *[f"  {line}" for line in args.splitlines()]]
+    return [head, *[f"  {line}" for line in args.splitlines()], *render_grounding(action)]
+
+
+def render_grounding(action: dict[str, Any]) -> list[str]:
+    """The grounding check's claims and sources, for the person deciding."""
+    grounding = action.get("grounding")
+    if not isinstance(grounding, dict):
+        return []
+    lines = ["Claims checked against the research:"]
+    for claim in grounding.get("claims") or []:
+        if claim.get("supported"):
+            lines.append(f"  ok  {claim.get('claim')}  (source: {claim.get('source')})")
+        else:
+            lines.append(f"  !!  {claim.get('claim')}  ({claim.get('problem') or 'no source'})")
+    if not grounding.get("claims"):
+        lines.append("  (no factual claims found)")
+    if grounding.get("error"):
+        lines.append(f"  !!  {grounding['error']}: check every fact yourself")
+    return lines
 
 
 def summary_table(run: Run, steps: Sequence[Step]) -> list[str]:
@@ -247,7 +268,7 @@ class Prompter:
             self.console.write(f"  {line}")
         while True:
             edit = "[e]dit draft" if approval.kind == "step_output" else "[e]dit arguments"
-            if approval.kind == "outcome_unknown":
+            if approval.kind in ("outcome_unknown", spending.BUDGET_KIND):
                 edit = ""
             choice = await self.ask(f"  [a]pprove  [r]eject  {edit}  [s]kip > ")
             if choice is None:
@@ -256,7 +277,8 @@ class Prompter:
             if choice in ("a", "approve", "y", "yes"):
                 return {"decision": "approve"}
             if choice in ("r", "reject", "n", "no"):
-                reason = await self.ask("  Reason (the agent will see it): ")
+                who = "the run fails with it" if approval.kind == spending.BUDGET_KIND else None
+                reason = await self.ask(f"  Reason ({who or 'the agent will see it'}): ")
                 if reason is None:
                     return None
                 return {"decision": "reject", "reason": reason}

@@ -15,7 +15,7 @@ from agents.due import Claim
 from agents.events import DueMissed, Event
 from agents.followups import APPROVAL_ESCALATE, APPROVAL_REMIND, MESSAGE
 from bot.cards import slack_user
-from bot.poster import SlackAuthError, SlackChannelError, Superseded
+from bot.poster import Poster, SlackAuthError, SlackChannelError, Superseded
 from bot.slack_app import BotContext
 from bot.views.text import escape, mention
 from storage.models import DueItem
@@ -133,6 +133,23 @@ async def already_posted(
     Only asked when a row is claimed again: its earlier holder may have posted and died
     before recording it. Needs the history scopes of the channel's kind.
     """
+    return await marked_message_posted(
+        ctx.poster, channel, thread_ts, marker, what=f"follow-up {item.id}"
+    )
+
+
+async def marked_message_posted(
+    poster: Poster,
+    channel: str,
+    thread_ts: str | None,
+    marker: dict[str, Any],
+    *,
+    what: str,
+) -> bool:
+    """Whether a recent message in ``channel`` (or its thread) carries ``marker`` as metadata.
+
+    When the history cannot be read, says no: posting at least once beats never posting.
+    """
     args: dict[str, Any] = {
         "channel": channel,
         "limit": 200,
@@ -140,16 +157,16 @@ async def already_posted(
     }
     try:
         if thread_ts:
-            data = await ctx.poster.call("conversations.replies", ts=thread_ts, **args)
+            data = await poster.call("conversations.replies", ts=thread_ts, **args)
         else:
-            data = await ctx.poster.call("conversations.history", **args)
+            data = await poster.call("conversations.history", **args)
     except Exception as exc:  # cannot tell: post (at least once beats never)
-        log.warning("could not check %s for follow-up %s: %s", channel, item.id, exc)
+        log.warning("could not check %s for %s: %s", channel, what, exc)
         return False
     wanted = marker["event_payload"]
     for message in data.get("messages") or []:
         meta = message.get("metadata") or {}
-        if meta.get("event_type") == FOLLOWUP_EVENT and meta.get("event_payload") == wanted:
+        if meta.get("event_type") == marker["event_type"] and meta.get("event_payload") == wanted:
             return True
     return False
 

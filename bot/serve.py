@@ -62,8 +62,11 @@ async def serve(
         else:
             slack.check(mode)
             from bot.slack_app import build_app
+            from bot.slack_tools import register_slack_tools
 
             app = build_app(engine, settings, slack, socket=mode == "socket")
+            # Agents' Slack tools use the app's poster: its pooled session, pacing, token state.
+            register_slack_tools(engine.svc.registry, app.baton.poster)  # type: ignore[attr-defined]
             if mode == "http":
                 runner = web.AppRunner(app.web_app(path=EVENTS_PATH))
                 await runner.setup()

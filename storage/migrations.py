@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from sqlalchemy import JSON, Column, Connection, Float, inspect, select, text
+from sqlalchemy import JSON, Column, Connection, Float, String, inspect, select, text
 from sqlmodel import SQLModel
 
 from storage.models import (
@@ -60,10 +60,18 @@ def _v3_due_work(conn: Connection) -> None:
     _add_column(conn, "steps", Column("schedule", JSON()))
 
 
+def _v4_spend_by_day(conn: Connection) -> None:
+    _add_column(conn, "runs", Column("team_id", String(32)))
+    for index in RUNS.indexes:
+        if index.name in ("ix_runs_requester_updated", "ix_runs_team_updated"):
+            index.create(conn, checkfirst=True)
+
+
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "core tables: runs, steps, tool calls, approvals, handoffs, audit log", _v1_core_tables),
     (2, "slack: delivered events (dedupe), posted messages", _v2_slack_tables),
     (3, "due work and schedules; follow-up steps (steps.not_before, steps.schedule)", _v3_due_work),
+    (4, "budgets per day: runs.team_id; runs by requester and by workspace", _v4_spend_by_day),
 ]
 
 

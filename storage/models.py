@@ -36,7 +36,12 @@ class Run(SQLModel, table=True):
     """A goal being carried out: its plan, status, usage and who owns it right now."""
 
     __tablename__ = "runs"
-    __table_args__ = (Index("ix_runs_status", "status"),)
+    __table_args__ = (
+        Index("ix_runs_status", "status"),
+        # The day's spend per requester and per workspace is summed over recent runs.
+        Index("ix_runs_requester_updated", "requester", "updated_at"),
+        Index("ix_runs_team_updated", "team_id", "updated_at"),
+    )
 
     id: str = Field(primary_key=True, max_length=32)
     goal: str = _text(nullable=False)
@@ -50,6 +55,8 @@ class Run(SQLModel, table=True):
     #: Who asked ("cli:alice", "slack:U123") and where updates go (a channel and thread).
     requester: str | None = Field(default=None, max_length=200)
     origin: dict[str, Any] | None = _json()
+    #: The Slack workspace the run was asked from (None outside Slack).
+    team_id: str | None = Field(default=None, max_length=32)
     error: str | None = _text()
     limits: dict[str, Any] | None = _json()
     model_calls: int = 0
@@ -134,7 +141,7 @@ class Approval(SQLModel, table=True):
     id: str = Field(primary_key=True, max_length=32)
     run_id: str = Field(max_length=32)
     step_id: str = Field(max_length=64)
-    #: tool_call | step_output | outcome_unknown
+    #: tool_call | step_output | outcome_unknown | budget
     kind: str = Field(max_length=20)
     tool_call_key: str | None = Field(default=None, max_length=200)
     action: dict[str, Any] | None = _json()

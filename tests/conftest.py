@@ -54,6 +54,10 @@ def run_baton(
         cwd=REPO,
         timeout=timeout,
     )
+    # A secret planted in the environment must never reach the terminal (tests.support.canary).
+    from tests.support.canary import CANARY_VALUE
+
+    assert CANARY_VALUE not in p.stdout + p.stderr, "the canary secret reached baton's output"
     return Result(p.returncode, p.stdout, p.stderr)
 
 

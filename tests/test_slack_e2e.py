@@ -1232,7 +1232,7 @@ def test_malformed_commands_are_explained_in_the_ack_and_start_nothing(
 
 
 def script_account_brief(llm: ScriptedLLM, account: str, contact: str) -> None:
-    """Model replies for the shipped playbooks/account_brief.yaml."""
+    """Model replies for the shipped config/playbooks/account_brief.yaml."""
     tag = account.upper()
     llm.rule(opening(f"Research {account}"), Reply.text(f"{tag}-COMPANY-FACTS"))
     llm.rule(opening(f"Research {contact} at {account}"), Reply.text(f"{tag}-PERSON-FACTS"))

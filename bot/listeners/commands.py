@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import logging
+import re
 import shlex
 import time
 from typing import Any
@@ -93,6 +94,15 @@ def slack_text(text: str) -> str:
     return text.strip()
 
 
+_LINK = re.compile(r"<(?:mailto:([^|<>\s]+)|(https?://[^|<>\s]+))(?:\|[^<>]*)?>")
+
+
+def unlink(value: str) -> str:
+    """Slack turns URLs and email addresses people type into links (``<https://a.example>``,
+    ``<mailto:ada@a.example|ada@a.example>``); an input wants the plain URL or address."""
+    return _LINK.sub(lambda m: m.group(1) or m.group(2), value)
+
+
 def parse_playbook_command(ctx: BotContext, rest: str) -> tuple[str, Plan, str, dict[str, str]]:
     """``NAME key=value …`` → (goal, plan, name, inputs), or a clear :class:`PlaybookError`."""
     try:
@@ -108,8 +118,11 @@ def parse_playbook_command(ctx: BotContext, rest: str) -> tuple[str, Plan, str, 
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise PlaybookError(f"Inputs are key=value, got {pair!r}.")
-        inputs[key] = value
+            raise PlaybookError(
+                f"Inputs are key=value, got {pair!r}. Quote a value that has spaces: "
+                'key="two words".'
+            )
+        inputs[key] = unlink(value)
     path = find_playbook(name, ctx.settings.playbook_dir)
     playbook = load_playbook(path)
     goal, plan = bind(

@@ -6,7 +6,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from bot.views import _labels
+from bot.views import _labels, budget
 from bot.views._blocks import (
     FALLBACK_BUDGET,
     SECTION_BUDGET,
@@ -62,7 +62,12 @@ def tool_name(card: ApprovalCard) -> str:
 def approval_buttons(card: ApprovalCard) -> Block:
     """The actions block of a pending approval (messages and the Home tab alike)."""
     value = button_value(card)
-    if card.kind == "outcome_unknown":
+    if card.kind == budget.KIND:
+        elements = [
+            button("Raise the budget", APPROVE, value, "primary"),
+            button("Stop the run", REJECT, value, "danger"),
+        ]
+    elif card.kind == "outcome_unknown":
         elements = [
             button("Retry the call", APPROVE, value, "primary"),
             button("Don't repeat", REJECT, value, "danger"),
@@ -82,6 +87,8 @@ def _heading(card: ApprovalCard) -> str:
     title = clip(one_line(card.step_title), TITLE_CHARS)
     if card.kind == "outcome_unknown":
         lead = "❓ *Did this call happen?*" if card.status == "pending" else "*Unknown outcome*"
+    elif card.kind == budget.KIND:
+        lead = "💸 *Budget reached*" if card.status == "pending" else "*Budget*"
     else:
         lead = "✋ *Approval needed*" if card.status == "pending" else "*Approval*"
     return f"{lead} — {title}"
@@ -89,6 +96,8 @@ def _heading(card: ApprovalCard) -> str:
 
 def _what(card: ApprovalCard) -> str:
     risk = _labels.risk(card.risk)
+    if card.kind == budget.KIND:
+        return budget.budget_text(card)
     if card.kind == "step_output":
         return f"The agent's draft becomes the step's output once approved (risk: {risk}):"
     if card.kind == "outcome_unknown":
@@ -102,6 +111,8 @@ def _what(card: ApprovalCard) -> str:
 
 def _body(card: ApprovalCard) -> list[Block]:
     """The action itself: arguments as JSON, or the draft as a quote, trimmed with a note."""
+    if card.kind == budget.KIND:
+        return []  # the sentence above says it all
     if card.kind == "step_output":
         draft = str(card.action.get("draft") or "")
         if not draft.strip():
@@ -125,17 +136,38 @@ def _claim_text(claim: Any) -> str:
     if isinstance(claim, Mapping):
         text = str(claim.get("text") or claim.get("claim") or "")
         source = claim.get("source")
+        if "supported" in claim:  # a grounding check's verdict
+            mark = "✅" if claim.get("supported") else "⚠️"
+            problem = claim.get("problem")
+            why = f"source: {source}" if claim.get("supported") else (problem or "no source")
+            return f"{mark} {text} ({why})"
         return f"{text} (source: {source})" if source else text
     return str(claim)
 
 
+def _claims_heading(card: ApprovalCard) -> str:
+    grounding = card.action.get("grounding")
+    if not isinstance(grounding, Mapping):
+        return "*The agent claims — check before approving*"
+    unsupported = sum(
+        1 for c in card.claims if isinstance(c, Mapping) and not c.get("supported", True)
+    )
+    if unsupported:
+        return f"*⚠️ {unsupported} claim(s) not supported by the research — check before approving*"
+    return "*Every claim was checked against the research*"
+
+
 def _claims(card: ApprovalCard) -> list[Block]:
-    if not card.claims:
+    grounding = card.action.get("grounding")
+    error = grounding.get("error") if isinstance(grounding, Mapping) else None
+    if not card.claims and not error:
         return []
     lines = [f"• {clip(one_line(_claim_text(c)), CLAIM_CHARS)}" for c in card.claims[:CLAIMS_SHOWN]]
     if len(card.claims) > CLAIMS_SHOWN:
         lines.append(f"…and {len(card.claims) - CLAIMS_SHOWN} more")
-    return sections(["*The agent claims — check before approving*", *lines])
+    if error:
+        lines.append(f"⚠️ {clip(one_line(str(error)), CLAIM_CHARS)} — check every fact yourself")
+    return sections([_claims_heading(card), *lines])
 
 
 def summary_blocks(card: ApprovalCard) -> list[Block]:
@@ -153,6 +185,7 @@ def approval_message(card: ApprovalCard) -> tuple[str, list[Block]]:
     title = clip(one_line(card.step_title), FALLBACK_BUDGET)
     tool = f" ({clip(tool_name(card), 80)})" if tool_name(card) else ""
     lead = "Did this call happen?" if card.kind == "outcome_unknown" else "Approval needed"
+    lead = "Budget reached" if card.kind == budget.KIND else lead
     return f"{lead}: {title}{tool}", [*summary_blocks(card), approval_buttons(card)]
 
 
@@ -161,6 +194,9 @@ def _decision(card: ApprovalCard) -> tuple[str, str]:
     by = f" by {mention(card.decided_by)}" if card.decided_by else ""
     at = f" at {date(card.decided_at)}" if card.decided_at is not None else ""
     retry = card.kind == "outcome_unknown"
+    if card.kind == budget.KIND and card.status in ("approved", "rejected"):
+        word = "Budget raised" if card.status == "approved" else "Run stopped"
+        return word, f"{'💸' if card.status == 'approved' else '❌'} {word}{by}{at}"
     if card.status == "approved":
         if card.edited:
             return "Approved with edits", f"✏️ Approved with edits{by}{at}"
@@ -190,6 +226,8 @@ def approval_decided(card: ApprovalCard) -> tuple[str, list[Block]]:
 
 def action_summary(card: ApprovalCard, chars: int = 200) -> str:
     """One line saying what an approval would do (for lists such as the Home tab)."""
+    if card.kind == budget.KIND:
+        return budget.budget_summary(card)
     if card.kind == "step_output":
         draft = clip(one_line(str(card.action.get("draft") or "")), chars)
         return f"Use this draft as the step's output: “{draft}”" if draft else "Use an empty draft"

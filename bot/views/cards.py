@@ -54,10 +54,11 @@ class ApprovalCard:
     run_id: str
     step_id: str
     step_title: str
-    #: tool_call | step_output | outcome_unknown
+    #: tool_call | step_output | outcome_unknown | budget
     kind: str
     #: tool_call and outcome_unknown: ``{"tool": name, "arguments": {...}}``;
-    #: step_output: ``{"step": title, "draft": text}``.
+    #: step_output: ``{"step": title, "draft": text}``; budget: ``{"budget": "run" |
+    #: "user_day" | "workspace_day", "who", "spent", "cap", "raise_to", "setting"}``.
     action: dict[str, Any]
     #: Binds a click to this exact action; travels in every button's value.
     digest: str

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, func, or_, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 
 from storage.database import Session
@@ -47,6 +47,36 @@ async def add(
         .returning(DUE_ITEMS.c.id)
     )
     return (await session.execute(stmt)).first() is not None
+
+
+async def add_many(session: Session, *, items: Sequence[dict[str, Any]], now: float) -> int:
+    """Schedule many items in one statement, each a dict of ``add``'s keyword arguments
+    (``kind``, ``ref_id``, ``due_at``; optional ``run_id``, ``payload``); returns how many
+    were new (the same kind, ref and time is added once)."""
+    if not items:
+        return 0
+    insert = postgresql.insert if session.dialect == "postgresql" else sqlite.insert
+    rows = [
+        {
+            "kind": i["kind"],
+            "ref_id": i["ref_id"],
+            "due_at": i["due_at"],
+            "status": "pending",
+            "run_id": i.get("run_id"),
+            "payload": i.get("payload"),
+            "fence": 0,
+            "attempts": 0,
+            "created_at": now,
+        }
+        for i in items
+    ]
+    stmt = (
+        insert(DUE_ITEMS)
+        .values(rows)
+        .on_conflict_do_nothing(index_elements=["kind", "ref_id", "due_at"])
+        .returning(DUE_ITEMS.c.id)
+    )
+    return len((await session.execute(stmt)).all())
 
 
 def _claimable(now: float) -> Any:
@@ -119,6 +149,34 @@ async def finish(
         .values(status=status, done_at=now, last_error=error, owner=None, lease_until=None)
     )
     return (await session.execute(stmt)).rowcount == 1  # type: ignore[attr-defined,no-any-return]
+
+
+async def finish_many(
+    session: Session,
+    *,
+    owner: str,
+    held: Sequence[tuple[int, int]],
+    status: str,
+    now: float,
+    error: str | None = None,
+) -> set[int]:
+    """Complete many claims of ``owner`` at once, given as (item id, fence) pairs; returns
+    the ids completed (a pair whose fence moved on is left alone)."""
+    if not held:
+        return set()
+    stmt = (
+        DUE_ITEMS.update()
+        .where(
+            and_(
+                tuple_(DUE_ITEMS.c.id, DUE_ITEMS.c.fence).in_([tuple(h) for h in held]),
+                DUE_ITEMS.c.owner == owner,
+                DUE_ITEMS.c.status == "claimed",
+            )
+        )
+        .values(status=status, done_at=now, last_error=error, owner=None, lease_until=None)
+        .returning(DUE_ITEMS.c.id)
+    )
+    return {int(i) for i in (await session.execute(stmt)).scalars()}
 
 
 async def release(

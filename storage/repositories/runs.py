@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import and_, bindparam, or_, select
+from sqlalchemy import and_, bindparam, func, or_, select
 
 from storage.database import Session
 from storage.models import RUNS, Run
+from storage.repositories.steps import fetch, write
 
 ACTIVE_STATUSES = ("planning", "running")
 OPEN_STATUSES = ("planning", "running", "waiting")
@@ -23,17 +24,40 @@ _ADD_USAGE = _UPDATE.values(
     cost_usd=RUNS.c.cost_usd + bindparam("d_cost"),
     updated_at=bindparam("d_now"),
 )
+_INSERT = RUNS.insert()
+_GET = select(RUNS).where(RUNS.c.id == bindparam("k_run"))
+_TOTALS = select(
+    RUNS.c.model_calls, RUNS.c.tokens_in, RUNS.c.tokens_out, RUNS.c.cost_usd, RUNS.c.created_at
+).where(RUNS.c.id == bindparam("k_run"))
+_CLAIM = _UPDATE.where(
+    or_(
+        RUNS.c.owner.is_(None),
+        RUNS.c.owner == bindparam("k_owner"),
+        RUNS.c.lease_until < bindparam("k_now"),
+    )
+).values(owner=bindparam("k_owner"), lease_until=bindparam("d_lease"))
+_RELEASE = _UPDATE.where(RUNS.c.owner == bindparam("k_owner")).values(owner=None, lease_until=None)
 
 
 async def create_run(session: Session, *, values: dict[str, Any]) -> None:
     """Insert a new run row."""
-    await session.execute(RUNS.insert().values(**values))
+    await write(session, _INSERT, values)
 
 
 async def get_run(session: Session, *, run_id: str) -> Run | None:
     """One run by id, or None."""
-    row = (await session.execute(select(RUNS).where(RUNS.c.id == run_id))).mappings().first()
+    row = (await session.execute(_GET, {"k_run": run_id})).mappings().first()
     return Run.model_validate(dict(row)) if row is not None else None
+
+
+async def totals(session: Session, *, run_id: str) -> tuple[int, int, float, float] | None:
+    """A run's usage so far and when it was created: ``(model_calls, tokens, cost_usd,
+    created_at)``, or None if there is no such run."""
+    found = await fetch(session, _TOTALS, {"k_run": run_id})
+    if not found:
+        return None
+    row = found[0]
+    return int(row[0]), int(row[1]) + int(row[2]), float(row[3]), float(row[4])
 
 
 async def find_run_ids(session: Session, *, prefix: str, limit: int = 5) -> list[str]:
@@ -60,7 +84,7 @@ async def list_runs(
 
 async def update_run(session: Session, *, run_id: str, values: dict[str, Any]) -> None:
     """Set columns of one run."""
-    await session.execute(_UPDATE, {"k_run": run_id, **values})
+    await write(session, _UPDATE, {"k_run": run_id, **values})
 
 
 async def set_status_if(
@@ -86,7 +110,8 @@ async def add_usage(
     now: float,
 ) -> None:
     """Add one model call's usage to the run's totals."""
-    await session.execute(
+    await write(
+        session,
         _ADD_USAGE,
         {
             "k_run": run_id,
@@ -113,6 +138,9 @@ async def claim(
     Succeeds when nobody holds it, we hold it, it has expired, or its holder is one of
     ``stale_owners`` (processes known to be dead).
     """
+    if not stale_owners:
+        params = {"k_run": run_id, "k_owner": owner, "k_now": now, "d_lease": now + lease_seconds}
+        return await write(session, _CLAIM, params) == 1
     conditions = [RUNS.c.owner.is_(None), RUNS.c.owner == owner, RUNS.c.lease_until < now]
     if stale_owners:
         conditions.append(RUNS.c.owner.in_(list(stale_owners)))
@@ -127,11 +155,7 @@ async def claim(
 
 async def release(session: Session, *, run_id: str, owner: str) -> None:
     """Give up our lease, if we still hold it."""
-    await session.execute(
-        RUNS.update()
-        .where(and_(RUNS.c.id == run_id, RUNS.c.owner == owner))
-        .values(owner=None, lease_until=None)
-    )
+    await write(session, _RELEASE, {"k_run": run_id, "k_owner": owner})
 
 
 async def list_claimable(
@@ -158,3 +182,21 @@ async def list_owned_by_others(session: Session, *, owner_prefix: str) -> list[t
         and_(RUNS.c.status.in_(ACTIVE_STATUSES), RUNS.c.owner.startswith(owner_prefix))
     )
     return [(str(r.id), r.owner) for r in (await session.execute(stmt)).all()]
+
+
+async def spent_since(
+    session: Session,
+    *,
+    since: float,
+    requester: str | None = None,
+    team_id: str | None = None,
+) -> float:
+    """Total ``cost_usd`` of the runs of ``requester`` (or of workspace ``team_id``) created or
+    updated at or after ``since``. Exactly one of the two must be given."""
+    if (requester is None) == (team_id is None):
+        raise ValueError("give exactly one of requester and team_id")
+    who = RUNS.c.requester == requester if requester is not None else RUNS.c.team_id == team_id
+    stmt = select(func.coalesce(func.sum(RUNS.c.cost_usd), 0.0)).where(
+        and_(who, RUNS.c.updated_at >= since)
+    )
+    return float((await session.execute(stmt)).scalar_one())

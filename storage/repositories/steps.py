@@ -2,18 +2,94 @@
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import and_, bindparam, select
+from sqlalchemy import RowMapping, and_, bindparam, select
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql import Executable
 
 from storage.database import Session
 from storage.models import STEPS, Step
+
+#: A prebuilt statement compiled for SQLite: the compiled form (kept so that the statement's
+#: id() stays taken), its SQL, the values it carries itself (literals such as ``+ 1``), and
+#: its parameters in order, each with SQLAlchemy's own conversion for the driver (e.g. JSON).
+_Plan = tuple[Any, str, dict[str, Any], list[tuple[str, Callable[[Any], Any] | None]]]
+_PLANS: dict[tuple[int, tuple[str, ...]], _Plan | None] = {}  # None: SQLAlchemy's path
+
+
+async def write(session: Session, statement: Executable, params: Any) -> int:
+    """Execute a prebuilt write (``params``: one dict, or a list for an executemany) inside
+    the session's transaction; returns the number of rows it touched.
+
+    On SQLite the statement goes straight to the driver, compiled once per set of parameter
+    names: SQLAlchemy's execution path (result objects, events, cache-key work) cost several
+    times the statement itself on the engine's hot path. Same SQL, same conversions, same
+    transaction; errors are raised as SQLAlchemy would raise them. PostgreSQL: as usual.
+    """
+    got = await _direct(session, statement, params)
+    if got is None:
+        return int((await session.execute(statement, params)).rowcount)  # type: ignore[attr-defined]
+    return int(got.rowcount)
+
+
+async def fetch(session: Session, statement: Executable, params: dict[str, Any]) -> list[Any]:
+    """Rows of a prebuilt query (or a write with RETURNING), as :func:`write` runs it.
+
+    The values are the driver's own: use it for text and number columns only.
+    """
+    got = await _direct(session, statement, params)
+    if got is None:
+        return list(await session.execute(statement, params))
+    return list(got.fetchall())
+
+
+async def _direct(session: Session, statement: Executable, params: Any) -> Any:
+    """The driver's cursor after running ``statement`` on SQLite; None: not taken this way."""
+    if session.dialect != "sqlite":
+        return None
+    rows = params if isinstance(params, list) else [params]
+    if not rows:
+        return None
+    conn = session.connection  # type: ignore[attr-defined]
+    key = (id(statement), tuple(rows[0]))
+    if key not in _PLANS:
+        compiled: Any = statement.compile(dialect=conn.dialect, column_keys=list(rows[0]))  # type: ignore[attr-defined]
+        # Python-side column defaults, expanding IN lists: SQLAlchemy's path is needed.
+        special = compiled.insert_prefetch or compiled.update_prefetch
+        if compiled.positiontup is None or compiled.post_compile_params or special:
+            _PLANS[key] = None
+        else:
+            procs = compiled._bind_processors
+            given = compiled.construct_params(rows[0])  # raises if a value is missing
+            fixed = {n: v for n, v in given.items() if n not in rows[0]}
+            spec = [(n, procs.get(n)) for n in compiled.positiontup]
+            _PLANS[key] = (compiled, compiled.string, fixed, spec)
+    plan = _PLANS[key]
+    if plan is None:
+        return None
+    _, sql, fixed, spec = plan
+    args = []
+    for row in rows:
+        values = {**fixed, **row} if fixed else row
+        args.append(tuple([f(values[n]) if f else values[n] for n, f in spec]))
+    driver = conn.connection.driver_connection
+    try:
+        if len(args) == 1:
+            return driver.execute(sql, args[0])
+        return driver.executemany(sql, args)
+    except sqlite3.Error as exc:
+        raise DBAPIError.instance(sql, args, exc, sqlite3.Error) from exc
+
 
 # Statements on the engine's hot path are built once; values travel as bound parameters, so
 # SQLAlchemy's compiled cache is hit every time (building a statement costs more than running
 # it on SQLite).
 _BY_KEY = and_(STEPS.c.run_id == bindparam("k_run"), STEPS.c.step_id == bindparam("k_step"))
 _UPDATE = STEPS.update().where(_BY_KEY)
+_INSERT = STEPS.insert()
 _ADD_USAGE = _UPDATE.values(
     model_calls=STEPS.c.model_calls + 1,
     tokens_in=STEPS.c.tokens_in + bindparam("d_in"),
@@ -25,7 +101,15 @@ _ADD_USAGE = _UPDATE.values(
 async def insert_steps(session: Session, *, rows: list[dict[str, Any]]) -> None:
     """Insert the steps of a plan (one executemany)."""
     if rows:
-        await session.execute(STEPS.insert(), rows)
+        await write(session, _INSERT, rows)
+
+
+_OF_RUN = select(STEPS).where(STEPS.c.run_id == bindparam("k_run")).order_by(STEPS.c.position)
+
+
+async def get_step_rows(session: Session, *, run_id: str) -> Sequence[RowMapping]:
+    """All steps of a run in plan order, as plain column mappings (no row objects built)."""
+    return (await session.execute(_OF_RUN, {"k_run": run_id})).mappings().all()
 
 
 async def get_steps(session: Session, *, run_id: str) -> list[Step]:
@@ -45,7 +129,7 @@ async def update_step(
     session: Session, *, run_id: str, step_id: str, values: dict[str, Any]
 ) -> None:
     """Set columns of one step."""
-    await session.execute(_UPDATE, {"k_run": run_id, "k_step": step_id, **values})
+    await write(session, _UPDATE, {"k_run": run_id, "k_step": step_id, **values})
 
 
 async def add_usage(
@@ -60,7 +144,7 @@ async def add_usage(
 ) -> None:
     """Add one model call's usage to a step, setting ``values`` in the same statement."""
     params = {"k_run": run_id, "k_step": step_id, "d_in": tokens_in, "d_out": tokens_out}
-    await session.execute(_ADD_USAGE, {**params, "d_cost": cost_usd, **(values or {})})
+    await write(session, _ADD_USAGE, {**params, "d_cost": cost_usd, **(values or {})})
 
 
 async def set_status_if(

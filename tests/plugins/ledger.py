@@ -93,10 +93,33 @@ async def sleep_for(seconds: float) -> str:
     return f"slept {seconds}"
 
 
+@tool(risk=Risk.EXTERNAL, outbound=("subject", "body"))
+async def send_outreach(to: str, subject: str, body: str, ctx: ToolContext) -> str:
+    """Email a prospect (irreversible; its text is grounded against the research first)."""
+    _append(ctx, "send_outreach", f"{to}: {subject}: {body}")
+    return f"emailed {to}"
+
+
 def register(registry: Registry) -> None:
     """Add the ledger tools and an agent that may use them."""
-    for t in (ledger_write, ledger_upsert, send_message, lookup, broken_lookup, sleep_for):
+    for t in (
+        ledger_write,
+        ledger_upsert,
+        send_message,
+        lookup,
+        broken_lookup,
+        sleep_for,
+        send_outreach,
+    ):
         registry.add_tool(t)
+    registry.add_agent(
+        Agent(
+            name="outreach",
+            role="Writes and sends outreach emails grounded in the research.",
+            instructions="Write the email from the research only, then send it.",
+            tools=("send_outreach", "lookup"),
+        )
+    )
     registry.add_agent(
         Agent(
             name="operator",

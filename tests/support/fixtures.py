@@ -16,6 +16,8 @@ Fixtures:
   set in this process's environment so in-process code picks it up.
 * ``subprocess_env``: an environment for ``baton`` subprocesses that talks to
   ``llm``, uses a fresh SQLite file and is guarded via ``guard_site``.
+* ``canary_secret`` (autouse, :mod:`tests.support.canary`): a secret planted in the
+  environment that no log or file of the test may contain.
 """
 
 from __future__ import annotations
@@ -28,7 +30,10 @@ from pathlib import Path
 import pytest
 
 from tests.support import netguard
+from tests.support.canary import CANARY_ENV, CANARY_VALUE, canary_secret  # noqa: F401
 from tests.support.llm_server import ScriptedLLM
+from tests.support.smtp import Mailbox, smtp_server
+from tests.support.website import LocalSite
 
 # litellm fetches its model cost map from the internet at import unless told not to.
 # Set it before any test module imports litellm (plugins load first).
@@ -232,7 +237,27 @@ def subprocess_env(llm: ScriptedLLM, tmp_path: Path, netguard_log: NetGuardLog) 
             "BATON_DATABASE_URL": f"sqlite:///{tmp_path / 'baton.db'}",
             "PYTHONPATH": os.pathsep.join(pythonpath),
             netguard.LOG_ENV: str(netguard_log.path),
+            CANARY_ENV: CANARY_VALUE,  # must never leak (tests.support.canary)
             "PYTHONUNBUFFERED": "1",
         }
     )
     return env
+
+
+@pytest.fixture
+def mailbox() -> Iterator[Mailbox]:
+    """A real SMTP server (aiosmtpd) on 127.0.0.1 that keeps what it receives."""
+    with smtp_server() as box:
+        yield box
+
+
+@pytest.fixture
+def sales_site() -> Iterator[LocalSite]:
+    """The account's web site of the sales-pack tests (a prompt injection on its news page)."""
+    from tests.support.sales import HOME, NEWS
+
+    s = LocalSite(pages={"/": HOME, "/news": NEWS}).start()
+    try:
+        yield s
+    finally:
+        s.stop()

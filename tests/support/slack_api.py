@@ -53,6 +53,7 @@ import string
 import threading
 import time
 import urllib.parse
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -765,6 +766,15 @@ _Handler = Callable[[_Call], dict[str, Any]]
 Predicate = Callable[..., Any]
 
 
+#: Every FakeSlack alive, so a suite-wide check can scan what reached "Slack".
+_LIVE: weakref.WeakSet[FakeSlack] = weakref.WeakSet()
+
+
+def live_fakes() -> list[FakeSlack]:
+    """The FakeSlack instances still alive."""
+    return list(_LIVE)
+
+
 class FakeSlack:
     """Slack's Web API on ``127.0.0.1``, with state, limits, faults and a call log.
 
@@ -794,6 +804,7 @@ class FakeSlack:
         strict_channels: bool = False,
         home_tab_enabled: bool = True,
     ) -> None:
+        _LIVE.add(self)  # the canary check scans what every FakeSlack received
         self.team_id = team_id
         self.team_domain = team_domain
         self.team_name = team_name
