@@ -120,6 +120,8 @@ class Console:
             case HandoffAnswered():
                 return [f"  ☑ handoff {event.handoff_id} answered by {event.actor}"]
             case RunWaiting():
+                if not event.approvals and not event.handoffs:  # only follow-ups are left
+                    return [f"  ⏸ run {event.run_id} is waiting for its scheduled steps"]
                 return [f"  ⏸ run {event.run_id} is waiting for a person"]
             case StepScheduled():
                 return [f"  ⏰ {event.step_id} scheduled for {when(event.at)}"]
