@@ -36,6 +36,8 @@ MAX_READ_CHARS = 2_000  # of one message read back
 _CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{2,}$")
 _CHANNEL_LINK = re.compile(r"^<#([CGD][A-Z0-9]+)(?:\|[^>]*)?>$")
 _SPECIAL_MENTION = re.compile(r"<!(channel|here|everyone)(?:\|[^>]*)?>", re.IGNORECASE)
+#: A user-group mention pings every member: ``<!subteam^S0123|@oncall>``.
+_GROUP_MENTION = re.compile(r"<!subteam\^[A-Z0-9]+(?:\|@?([^>]*))?>")
 _PLAIN_MENTION = re.compile(r"(?<![\w@])@(channel|here|everyone)\b", re.IGNORECASE)
 _ZWSP = "\u200b"  # between @ and the word: reads the same, pings nobody
 
@@ -45,9 +47,11 @@ class SlackToolError(Exception):
 
 
 def neutralise_broadcasts(text: str) -> str:
-    """``text`` with ``<!channel>``, ``<!here>``, ``<!everyone>`` and plain ``@channel``,
-    ``@here``, ``@everyone`` turned into look-alikes that notify nobody."""
+    """``text`` with ``<!channel>``, ``<!here>``, ``<!everyone>``, user-group mentions
+    (``<!subteam^…>``) and plain ``@channel``, ``@here``, ``@everyone`` turned into
+    look-alikes that notify nobody."""
     text = _SPECIAL_MENTION.sub(lambda m: f"@{_ZWSP}{m.group(1).lower()}", text)
+    text = _GROUP_MENTION.sub(lambda m: f"@{_ZWSP}{m.group(1) or 'group'}", text)
     return _PLAIN_MENTION.sub(lambda m: f"@{_ZWSP}{m.group(1)}", text)
 
 

@@ -516,6 +516,11 @@ def test_neutralise_broadcasts_leaves_ordinary_mentions() -> None:
     assert "\u200b" in neutralise_broadcasts("<!here>")
 
 
+def test_neutralise_broadcasts_defuses_user_group_mentions() -> None:
+    assert neutralise_broadcasts("ping <!subteam^S0123|@oncall> now") == "ping @\u200boncall now"
+    assert neutralise_broadcasts("<!subteam^S0123>") == "@\u200bgroup"
+
+
 def test_slack_tools_are_added_only_with_a_bot_token(fake_slack: FakeSlack) -> None:
     registry = Registry()
     assert register_slack_tools_from_env(registry, {}) is False
