@@ -28,7 +28,15 @@ if TYPE_CHECKING:
 
 from typing import TYPE_CHECKING
 
-from agents.outcomes import CallResult, Done, Outcome, Parked, Refusal, Rejected
+from agents.outcomes import (
+    CallResult,
+    Done,
+    LedgerResult,
+    Outcome,
+    Parked,
+    Refusal,
+    Rejected,
+)
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +74,20 @@ class Checkpoints:
 
     # ---- the ledger: approval, intent, call, result ---------------------------------------
     async def _call(
-        self, tool: Tool, args: dict[str, Any], *, key: str, call_id: str, gated: bool
+        self,
+        tool: Tool,
+        args: dict[str, Any],
+        *,
+        key: str,
+        call_id: str,
+        gated: bool,
+        defer_result: bool = False,
     ) -> CallResult | Parked | Done | Refusal:
+        """Make one tool call through its checkpoints and the ledger.
+
+        ``defer_result``: a successful call's ledger result is not committed here but returned
+        (``CallResult.pending``) for the caller to commit with what it commits next.
+        """
         row, found = None, []
         if not self.fresh:  # only a resumed step can have this call in its ledger already
             async with self.svc.db.transaction() as session:
@@ -127,6 +147,7 @@ class Checkpoints:
             call_id,
             intent=tool.risk is not Risk.READ_ONLY,
             approval=approval,
+            defer_result=defer_result,
         )
         if approved_args != args:
             # The model must know what was really done, not what it had asked for.
@@ -135,6 +156,7 @@ class Checkpoints:
                 f"A person edited the arguments before approving; the call was made with "
                 f"{edited}. Result: {result.text}",
                 result.ok,
+                pending=result.pending,
             )
         return result
 
@@ -147,6 +169,7 @@ class Checkpoints:
         *,
         intent: bool,
         approval: Approval | None = None,
+        defer_result: bool = False,
     ) -> CallResult:
         refused = await self._approval_holds(tool, args, key, call_id, approval)
         if refused is not None:  # re-checked in code right before the side effect
@@ -193,15 +216,22 @@ class Checkpoints:
             "result": text,
             "finished_at": self.svc.clock(),
         }
-        async with self.svc.db.transaction() as session:
-            if intent:
-                await tool_calls.finish(session, key=key, values=done)
+        whole: dict[str, Any] | None = None  # None: the row exists (an intent), finish it
+        if not intent:
+            if self.fresh:
+                whole = {**row, **done}
             else:
-                existing = None if self.fresh else await tool_calls.get_by_key(session, key=key)
-                if existing is None:
-                    await tool_calls.insert(session, values={**row, **done})
-                else:
-                    await tool_calls.finish(session, key=key, values=done)
+                async with self.svc.db.transaction() as session:
+                    if await tool_calls.get_by_key(session, key=key) is None:
+                        whole = {**row, **done}
+        if defer_result and ok:
+            # Committed by the driver with the step's completion: one commit, not two. A
+            # crash before it leaves the intent without a result, as a crash during the call
+            # would, and a read-only call is simply made again.
+            pending = LedgerResult(key, done, whole, tool.name, args)
+            return CallResult(text, ok, pending=pending)
+        async with self.svc.db.transaction() as session:
+            await tool_calls.record_result(session, key=key, values=done, row=whole)
         await self.svc.bus.publish(
             ToolCalled(self.run_id, self.step.step_id, tool.name, args, ok, text[:200])
         )

@@ -429,7 +429,6 @@ class Engine(RunLoop, PeopleActions):
                     tokens_in=reply.tokens_in,
                     tokens_out=reply.tokens_out,
                     cost_usd=reply.cost_usd,
-                    now=self.svc.clock(),
                 )
             return reply
 

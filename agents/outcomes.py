@@ -40,6 +40,22 @@ Outcome = Done | Parked | Failed | Rejected
 
 
 @dataclass(frozen=True)
+class LedgerResult:
+    """A tool call's result not written to the ledger yet: the driver writes it with the
+    step's completion, in one transaction (the intent, if any, was committed before the
+    call)."""
+
+    key: str
+    #: The columns that finish the ledger row (status, result, finished_at).
+    values: dict[str, Any]
+    #: The whole row to insert (a read-only call has no intent row), or None to update it.
+    row: dict[str, Any] | None = None
+    #: For the ToolCalled event, published once the result is committed.
+    tool: str = ""
+    arguments: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
 class CallResult:
     """A tool call's result as the model will see it."""
 
@@ -47,6 +63,8 @@ class CallResult:
     ok: bool = True
     #: A person chose not to repeat a call whose outcome was unknown.
     skipped: bool = False
+    #: Set when the caller asked to commit the ledger's result itself (plan tool steps).
+    pending: LedgerResult | None = None
 
 
 @dataclass(frozen=True)

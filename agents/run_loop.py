@@ -20,6 +20,7 @@ from agents.events import (
     StepScheduled,
     StepSkipped,
     StepStarted,
+    ToolCalled,
 )
 from agents.followups import STEP_WAKE
 from agents.outcomes import Done, Failed, Outcome, Parked
@@ -36,12 +37,13 @@ from agents.state import (
     RunSummary,
     Services,
     StepState,
+    ToolDone,
     sinks,
 )
 from agents.timing import condition_holds
 from storage.database import Session
 from storage.models import APPROVALS, DUE_ITEMS, HANDOFFS, STEPS, Step
-from storage.repositories import due, runs, steps
+from storage.repositories import due, runs, steps, tool_calls
 
 log = logging.getLogger(__name__)
 
@@ -375,9 +377,14 @@ class RunLoop:
                     tokens_in=reply.tokens_in,
                     tokens_out=reply.tokens_out,
                     cost_usd=reply.cost_usd,
-                    now=now,
                 )
             elif outcome.finished_at is None:
+                if isinstance(outcome, ToolDone) and outcome.ledger is not None:
+                    # The tool call's result and the step's completion: one transaction.
+                    ledger = outcome.ledger
+                    await tool_calls.record_result(
+                        session, key=ledger.key, values=ledger.values, row=ledger.row
+                    )
                 await steps.update_step(
                     session, run_id=state.run_id, step_id=step.step_id, values=done
                 )
@@ -385,6 +392,18 @@ class RunLoop:
 
     async def _announce_ends(self, state: RunState, ends: Sequence[Ended]) -> None:
         for step, outcome, finished_at in ends:
+            if isinstance(outcome, ToolDone) and outcome.ledger is not None:
+                ledger = outcome.ledger
+                await self.bus.publish(
+                    ToolCalled(
+                        state.run_id,
+                        step.step_id,
+                        ledger.tool,
+                        ledger.arguments or {},
+                        True,
+                        outcome.output[:200],
+                    )
+                )
             await self.bus.publish(
                 StepFinished(
                     state.run_id,

@@ -32,7 +32,7 @@ from agents.grounding import Grounding
 from agents.guardrails import Guardrails, Interrupt
 from agents.handing import Handoffs
 from agents.outcomes import CallResult, Done, Failed, Outcome, Parked, Refusal, Rejected, Switch
-from agents.state import FinalTurn
+from agents.state import FinalTurn, ToolDone
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,9 @@ class StepRunner(Checkpoints, Handoffs, Grounding, Guardrails):
             return Failed(str(exc))
         key = f"{self.run_id}:{step.step_id}:tool"
         gated = step.needs_approval or self._gated(tool)
-        result = await self._call(tool, args, key=key, call_id="tool", gated=gated)
+        result = await self._call(
+            tool, args, key=key, call_id="tool", gated=gated, defer_result=True
+        )
         if isinstance(result, Parked | Done):
             return result
         if isinstance(result, Refusal):
@@ -95,6 +97,9 @@ class StepRunner(Checkpoints, Handoffs, Grounding, Guardrails):
             return Done(result.text)  # a person settled it: the step has nothing more to do
         if not result.ok:
             return Failed(f"{tool.name} failed: {result.text}")
+        if result.pending is not None:
+            # The ledger's result is committed with the step's completion (one commit).
+            return ToolDone(result.text, ledger=result.pending)
         return Done(result.text)
 
     # ---- agent steps --------------------------------------------------------------------
@@ -176,7 +181,6 @@ class StepRunner(Checkpoints, Handoffs, Grounding, Guardrails):
 
     async def _record_usage(self, reply: ModelReply, values: dict[str, Any] | None = None) -> None:
         """Count one model call on the step and the run (with ``values`` set on the step)."""
-        now = self.svc.clock()
         async with self.svc.db.transaction() as session:
             await steps.add_usage(
                 session,
@@ -194,7 +198,6 @@ class StepRunner(Checkpoints, Handoffs, Grounding, Guardrails):
                 tokens_in=reply.tokens_in,
                 tokens_out=reply.tokens_out,
                 cost_usd=reply.cost_usd,
-                now=now,
             )
         self.step.model_calls += 1
         self.step.tokens_in += reply.tokens_in

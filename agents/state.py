@@ -11,7 +11,7 @@ from typing import Any
 from agents.budget import RunBudget
 from agents.events import EventBus
 from agents.model import ModelClient, ModelReply
-from agents.outcomes import Done
+from agents.outcomes import Done, LedgerResult
 from agents.registry import Registry
 from agents.settings import Limits, Settings
 from storage.database import Database
@@ -128,6 +128,14 @@ class FinalTurn(Done):
 
     reply: ModelReply | None = None
     transcript: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ToolDone(Done):
+    """A tool step's call succeeded; its ledger result is not committed yet: the driver
+    commits it with the step's completion in one transaction, then says so (events)."""
+
+    ledger: LedgerResult | None = None
 
 
 @dataclass(frozen=True)

@@ -296,14 +296,15 @@ class Counter:
         self.statements = 0
         self.commits = 0
         self.by_verb: dict[str, int] = {}
-        event.listen(sync, "commit", self._commit)
         if db._sync_conn is not None:
-            # SQLite: the driver's own trace sees every statement, including those the
-            # repositories send straight to the driver (storage.repositories.steps.write).
+            # SQLite: the driver's own trace sees every statement, including those sent
+            # straight to the driver (storage.repositories.steps.write, the group commit's
+            # BEGIN/SAVEPOINT/COMMIT), and every COMMIT however it is issued.
             raw = db._sync_conn.connection.driver_connection
             assert raw is not None
             raw.set_trace_callback(self._verb)
         else:
+            event.listen(sync, "commit", self._commit)
             event.listen(sync, "before_cursor_execute", self._stmt)
 
     def _stmt(self, _conn: Any, _cur: Any, statement: str, *_args: Any) -> None:
@@ -311,7 +312,9 @@ class Counter:
 
     def _verb(self, statement: str) -> None:
         verb = statement.lstrip().split(None, 1)[0].upper()
-        if verb in ("BEGIN", "COMMIT", "ROLLBACK"):
+        if verb == "COMMIT":
+            self.commits += 1
+        if verb in ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE"):
             return
         self.statements += 1
         self.by_verb[verb] = self.by_verb.get(verb, 0) + 1

@@ -19,16 +19,18 @@ import os
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import Result
 from sqlalchemy.engine.url import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.sql import Executable
+
+from storage import json_text
 
 DEFAULT_URL = "sqlite:///baton.db"
 
@@ -95,6 +97,8 @@ class Database:
         self._sync_conn: Connection | None = None
         self._async_engine: AsyncEngine | None = None
         self._lock = asyncio.Lock()
+        #: SQLite: the transaction open right now, shared by the callers of this loop turn.
+        self._batch: _Batch | None = None
 
     @classmethod
     async def open(cls, url: str | None = None, *, migrate: bool = True) -> Database:
@@ -112,7 +116,7 @@ class Database:
             database = make_url(self.url).database
             if database and database != ":memory:":
                 Path(database).parent.mkdir(parents=True, exist_ok=True)
-            engine = create_engine(self.url)
+            engine = create_engine(self.url, json_serializer=json_text.dumps)
 
             @event.listens_for(engine, "connect")
             def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -127,12 +131,12 @@ class Database:
 
             @event.listens_for(engine, "begin")
             def _on_begin(conn: Connection) -> None:
-                # Straight to the driver: through exec_driver_sql this one statement cost more
-                # than the transaction's own work. Errors are wrapped as SQLAlchemy would.
-                try:
-                    conn.connection.driver_connection.execute("BEGIN IMMEDIATE")  # type: ignore[union-attr]
-                except sqlite3.Error as exc:
-                    raise OperationalError("BEGIN IMMEDIATE", None, exc) from exc
+                # SQLAlchemy begins on its first statement inside one of our transactions,
+                # which the driver has already opened (see ``transaction``): nothing to send.
+                # Outside one (migrations), open it the way every write must: IMMEDIATE.
+                driver = conn.connection.driver_connection
+                if not driver.in_transaction:  # type: ignore[union-attr]
+                    _driver_sql(driver, "BEGIN IMMEDIATE")
 
             self._sync_engine = engine
             self._sync_conn = engine.connect()
@@ -146,7 +150,11 @@ class Database:
             # drops the pool's older connections. Recycling bounds a connection's age, so
             # proxies that close idle connections after some minutes rarely catch one.
             self._async_engine = create_async_engine(
-                self.url, pool_size=pool, max_overflow=pool, pool_recycle=300
+                self.url,
+                pool_size=pool,
+                max_overflow=pool,
+                pool_recycle=300,
+                json_serializer=json_text.dumps,
             )
 
     @asynccontextmanager
@@ -158,15 +166,19 @@ class Database:
         if self._sync_conn is None and self._async_engine is None:
             raise DatabaseUnavailable("the database connection is closed")
         if self._sync_conn is not None:
-            async with self._lock:
-                conn = self._sync_conn
-                try:
-                    with conn.begin():
-                        yield _SyncSession(conn)
-                except OperationalError as exc:
-                    if _is_unavailable(exc):
-                        raise DatabaseUnavailable(str(exc.orig)) from exc
-                    raise
+            batch = await self._join()
+            try:
+                yield _SyncSession(self._sync_conn)
+            except BaseException as exc:
+                self._leave(batch, failed=True)
+                if isinstance(exc, OperationalError) and _is_unavailable(exc):
+                    raise DatabaseUnavailable(str(exc.orig)) from exc
+                raise
+            waiter = self._leave(batch, failed=False)
+            # Nothing written inside is acted on before it is durable: wait for the COMMIT.
+            # Each caller has its own future, so one cancelled caller cancels no one else.
+            assert waiter is not None
+            await waiter
         else:
             assert self._async_engine is not None
             try:
@@ -177,8 +189,127 @@ class Database:
                     raise DatabaseUnavailable(str(exc.orig)) from exc
                 raise
 
+    # ---- SQLite: group commit -------------------------------------------------------------
+    # Callers that open a transaction in the same event-loop turn share one SQLite
+    # transaction and one COMMIT (the COMMIT is most of a small transaction's cost). The first
+    # opens it with BEGIN IMMEDIATE and schedules the COMMIT for the next turn; each later one
+    # runs inside a savepoint, so its failure undoes only its own writes. Every caller still
+    # waits for the COMMIT before ``transaction`` returns: nothing is acted on before it is
+    # durable. Under load more callers share a commit; a lone caller pays one loop turn.
+    async def _join(self) -> _Batch:
+        await self._lock.acquire()
+        try:
+            driver = self._driver()
+            batch = self._batch
+            if batch is None:
+                # Another Database of this process (several engines in one test, say) holding
+                # the file's write lock until its next turn would block BEGIN below, and with
+                # it the loop that is to commit it: commit those first.
+                for other in [o for o in _OPEN if o is not self and o._batch is not None]:
+                    other._flush(other._batch)  # type: ignore[arg-type]
+                _unavailable_as_such(_driver_sql, driver, "BEGIN IMMEDIATE")
+                loop = asyncio.get_running_loop()
+                batch = self._batch = _Batch(loop)
+                _OPEN.add(self)
+                loop.call_soon(self._flush, batch)
+            else:
+                _unavailable_as_such(_driver_sql, driver, "SAVEPOINT baton_member")
+            batch.members += 1
+            return batch
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _leave(self, batch: _Batch, *, failed: bool) -> asyncio.Future[None] | None:
+        """End a caller's part of ``batch``; the future to wait on for its COMMIT (None when
+        the caller failed: its writes are undone, the others' kept)."""
+        try:
+            if failed:
+                try:
+                    if batch.members == 1:
+                        # The first caller, alone in it (later ones wait on the lock).
+                        self._batch = None
+                        _OPEN.discard(self)
+                        self._rollback()
+                    else:
+                        _driver_sql(self._driver(), "ROLLBACK TO baton_member")
+                        _driver_sql(self._driver(), "RELEASE baton_member")
+                except Exception as exc:  # e.g. SQLite already rolled it all back
+                    self._abandon(batch, exc)  # the caller's own error is the one raised
+                return None
+            if batch.members > 1:
+                try:
+                    _driver_sql(self._driver(), "RELEASE baton_member")
+                except DBAPIError as exc:
+                    self._abandon(batch, exc)
+                    raise
+            waiter: asyncio.Future[None] = batch.loop.create_future()
+            batch.waiters.append(waiter)
+            return waiter
+        finally:
+            self._lock.release()
+            if batch.flush_wanted:
+                batch.loop.call_soon(self._flush, batch)
+
+    def _flush(self, batch: _Batch) -> None:
+        """COMMIT ``batch`` (scheduled when it opens) and release its callers."""
+        if self._batch is not batch:
+            return  # rolled back meanwhile
+        if self._lock.locked():
+            batch.flush_wanted = True  # a caller is inside: the last one out flushes
+            return
+        self._batch = None
+        _OPEN.discard(self)
+        try:
+            conn = self._sync_conn
+            assert conn is not None
+            if conn.get_transaction() is not None:  # SQLAlchemy began too (a statement went
+                conn.commit()  # through it): its COMMIT, so that it knows
+            else:
+                _driver_sql(self._driver(), "COMMIT")
+        except Exception as exc:
+            self._abandon(batch, exc)
+            return
+        for waiter in batch.waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _abandon(self, batch: _Batch, exc: BaseException) -> None:
+        """Roll ``batch`` back and fail every caller waiting for its COMMIT."""
+        if self._batch is batch:
+            self._batch = None
+            _OPEN.discard(self)
+        try:
+            self._rollback()
+        except Exception:  # the error that matters is ``exc``
+            pass
+        error: BaseException = exc
+        if isinstance(exc, OperationalError):
+            error = DatabaseUnavailable(f"the transaction was lost: {exc.orig}")
+        for waiter in batch.waiters:
+            if not waiter.done():
+                waiter.set_exception(error)
+        batch.waiters.clear()
+
+    def _rollback(self) -> None:
+        conn = self._sync_conn
+        if conn is None:
+            return
+        if conn.get_transaction() is not None:  # even one SQLAlchemy saw fail
+            conn.rollback()
+        if self._driver().in_transaction:
+            _driver_sql(self._driver(), "ROLLBACK")
+
+    def _driver(self) -> sqlite3.Connection:
+        assert self._sync_conn is not None
+        driver = self._sync_conn.connection.driver_connection
+        assert isinstance(driver, sqlite3.Connection)
+        return driver
+
     async def close(self) -> None:
-        """Release every connection."""
+        """Release every connection (committing what is already written)."""
+        if self._batch is not None and not self._lock.locked():
+            self._flush(self._batch)
         if self._sync_conn is not None:
             self._sync_conn.close()
             self._sync_conn = None
@@ -188,6 +319,41 @@ class Database:
         if self._async_engine is not None:
             await self._async_engine.dispose()
             self._async_engine = None
+
+
+#: SQLite databases of this process with a transaction open (waiting for its COMMIT).
+_OPEN: set[Database] = set()
+
+
+@dataclass(eq=False)
+class _Batch:
+    """One SQLite transaction shared by the callers that open theirs in the same loop turn."""
+
+    loop: asyncio.AbstractEventLoop
+    members: int = 0
+    #: One future per caller that finished its part: set when the COMMIT is done.
+    waiters: list[asyncio.Future[None]] = field(default_factory=list)
+    #: The COMMIT came due while a caller was inside: the caller runs it when it leaves.
+    flush_wanted: bool = False
+
+
+def _driver_sql(driver: Any, sql: str) -> None:
+    """One transaction-control statement straight to sqlite3, errors as SQLAlchemy raises them
+    (``OperationalError`` for a locked or missing file, ``IntegrityError`` for a deferred
+    constraint that fails at COMMIT, ...)."""
+    try:
+        driver.execute(sql)
+    except sqlite3.Error as exc:
+        raise DBAPIError.instance(sql, None, exc, sqlite3.Error) from exc
+
+
+def _unavailable_as_such(fn: Any, *args: Any) -> None:
+    try:
+        fn(*args)
+    except OperationalError as exc:
+        if _is_unavailable(exc):
+            raise DatabaseUnavailable(str(exc.orig)) from exc
+        raise
 
 
 def _is_unavailable(exc: OperationalError) -> bool:

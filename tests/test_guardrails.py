@@ -409,6 +409,49 @@ async def test_the_daily_budget_per_workspace_counts_runs_of_that_workspace(
     assert (paused.action or {})["who"] == "T1"
 
 
+async def test_a_day_counts_every_unfinished_run_however_old_its_last_update(
+    db_url: str,
+) -> None:
+    # A step's usage does not move the run's updated_at (it would rewrite two index entries
+    # on every step), so a long run started yesterday must still count today.
+    from storage.database import Database
+
+    db = await Database.open(db_url)
+    rows = [
+        ("r_yesterday_running", "running", 10.0, 1.0),
+        ("r_yesterday_waiting", "waiting", 10.0, 2.0),
+        ("r_yesterday_done", "done", 10.0, 4.0),
+        ("r_today_done", "done", 1000.0, 8.0),
+        ("r_other_user", "running", 1000.0, 16.0),
+    ]
+    try:
+        async with db.transaction() as s:
+            for run_id, status, updated_at, cost in rows:
+                await runs.create_run(
+                    s,
+                    values={
+                        "id": run_id,
+                        "goal": "g",
+                        "status": status,
+                        "source": "goal",
+                        "requester": "cli:bob" if run_id == "r_other_user" else "cli:alice",
+                        "team_id": "T1",
+                        "cost_usd": cost,
+                        "model_calls": 0,
+                        "tokens_in": 0,
+                        "tokens_out": 0,
+                        "cancel_requested": False,
+                        "created_at": updated_at,
+                        "updated_at": updated_at,
+                    },
+                )
+        async with db.transaction() as s:
+            assert await runs.spent_since(s, since=500.0, requester="cli:alice") == 11.0
+            assert await runs.spent_since(s, since=500.0, team_id="T1") == 27.0
+    finally:
+        await db.close()
+
+
 # ---- secrets --------------------------------------------------------------------------------
 
 

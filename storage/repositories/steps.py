@@ -6,10 +6,11 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import RowMapping, and_, bindparam, select
+from sqlalchemy import JSON, RowMapping, and_, bindparam, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import Executable
 
+from storage import json_text
 from storage.database import Session
 from storage.models import STEPS, Step
 
@@ -46,6 +47,14 @@ async def fetch(session: Session, statement: Executable, params: dict[str, Any])
     return list(got.fetchall())
 
 
+def _processor(compiled: Any, name: str, procs: dict[str, Any]) -> Callable[[Any], Any] | None:
+    # JSON values go to the same encoder SQLAlchemy's JSON type would call, minus its wrapper.
+    bind = compiled.binds.get(name)
+    if bind is not None and isinstance(bind.type, JSON) and name in procs:
+        return json_text.dumps
+    return procs.get(name)
+
+
 async def _direct(session: Session, statement: Executable, params: Any) -> Any:
     """The driver's cursor after running ``statement`` on SQLite; None: not taken this way."""
     if session.dialect != "sqlite":
@@ -65,7 +74,7 @@ async def _direct(session: Session, statement: Executable, params: Any) -> Any:
             procs = compiled._bind_processors
             given = compiled.construct_params(rows[0])  # raises if a value is missing
             fixed = {n: v for n, v in given.items() if n not in rows[0]}
-            spec = [(n, procs.get(n)) for n in compiled.positiontup]
+            spec = [(n, _processor(compiled, n, procs)) for n in compiled.positiontup]
             _PLANS[key] = (compiled, compiled.string, fixed, spec)
     plan = _PLANS[key]
     if plan is None:
