@@ -80,10 +80,10 @@ class StepState:
     @classmethod
     def from_row(cls, row: Mapping[Any, Any]) -> StepState:
         """From a ``steps`` row (a mapping of its columns, or the values just inserted)."""
-        return cls(**{k: row[k] for k in _STEP_FIELDS if k in row})
+        return cls(**{k: v for k, v in row.items() if k in _STEP_FIELDS})
 
 
-_STEP_FIELDS = tuple(StepState.__dataclass_fields__)
+_STEP_FIELDS = frozenset(StepState.__dataclass_fields__)
 
 
 @dataclass

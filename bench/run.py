@@ -264,8 +264,20 @@ async def floor_run(engine: Engine) -> float:
 _FLOOR_DB: dict[str, sqlite3.Connection] = {}
 
 
-def workload(name: str) -> tuple[float, Callable[[Engine], Any], Callable[[float], float]]:
-    """(model delay, one measured repetition, wall → reported value) for a scenario."""
+#: The anchors' floor (perf-anchors.md: "+ one INSERT and COMMIT per step, stdlib sqlite3,
+#: WAL, synchronous=NORMAL"), in µs per step, on the machine where the bars were set.
+ANCHOR_FLOOR_US = 18.5
+
+
+def workload(
+    name: str, scale: float = 1.0
+) -> tuple[float, Callable[[Engine], Any], Callable[[float], float]]:
+    """(model delay, one measured repetition, wall → reported value) for a scenario.
+
+    ``scale`` stretches the model's delays, and the ideal time with them: on a machine
+    ``scale`` times slower than the anchors' one, the ratio scenarios then see the same
+    proportion of CPU work to waiting as they would there (see ``--time-scale``).
+    """
     if name.startswith("chain-"):
         n = int(name.split("-")[1])
         plan = chain_plan(n)
@@ -278,10 +290,14 @@ def workload(name: str) -> tuple[float, Callable[[Engine], Any], Callable[[float
         return 0.0, floor_run, lambda w: w / 20 * 1e6
     if name == "parallel":
         plan = fan_plan(10)
-        return 0.1, lambda e: one_run(e, plan), lambda w: w / 0.1
+        return 0.1 * scale, lambda e: one_run(e, plan), lambda w: w / (0.1 * scale)
     if name == "concurrent":
         plan = chain_plan(5)
-        return 0.05, lambda e: many_runs(e, plan, 100), lambda w: w / 0.25
+        return (
+            0.05 * scale,
+            lambda e: many_runs(e, plan, 100),
+            lambda w: w / (0.25 * scale),
+        )
     raise SystemExit(f"unknown scenario {name!r}")
 
 
@@ -327,9 +343,9 @@ def steps_in(name: str) -> int:
     return {"floor": 20, "parallel": 10, "concurrent": 500}.get(name) or int(name.rsplit("-", 1)[1])
 
 
-async def child(name: str, db_kind: str, reps: int | None) -> dict[str, Any]:
+async def child(name: str, db_kind: str, reps: int | None, scale: float) -> dict[str, Any]:
     scenario = SCENARIOS[name]
-    delay, rep, value = workload(name)
+    delay, rep, value = workload(name, scale)
     async with database(db_kind) as url:
         engine = await open_engine(settings_for(url), model=StandIn(delay), registry=registry())
         rss_setup = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -402,9 +418,10 @@ def code_version() -> str:
     return f"{root}" + (f" at {rev}" if rev else "")
 
 
-def trial(name: str, db_kind: str, reps: int | None) -> dict[str, Any]:
+def trial(name: str, db_kind: str, reps: int | None, scale: float = 1.0) -> dict[str, Any]:
     """One fresh process; also how busy the rest of the machine was meanwhile."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", name, "--db", db_kind]
+    cmd += ["--time-scale", repr(scale)]
     if reps:
         cmd += ["--reps", str(reps)]
     ticks = os.sysconf("SC_CLK_TCK")
@@ -427,9 +444,34 @@ def fmt(value: float, unit: str) -> str:
 
 
 def report(
-    names: list[str], db_kind: str, trials: int, reps: int | None, idle: float, idle_wait: float
+    names: list[str],
+    db_kind: str,
+    trials: int,
+    reps: int | None,
+    idle: float,
+    idle_wait: float,
+    time_scale: str = "1",
 ) -> None:
     rows = []
+    scale, floor_note = 1.0, ""
+    if time_scale == "auto":
+        # This machine's speed against the anchors' one, from the same floor they measured.
+        wait_for_idle(idle, idle_wait)
+        floors = [trial("floor", db_kind, reps)["median"] for _ in range(max(3, trials))]
+        floor = statistics.median(floors)
+        scale = max(1.0, floor / ANCHOR_FLOOR_US)
+        floor_note = (
+            f"floor here {floor:,.1f} µs/step (trials {', '.join(f'{f:.1f}' for f in floors)}) "
+            f"against the anchors' {ANCHOR_FLOOR_US} µs: "
+        )
+    elif time_scale != "1":
+        scale = float(time_scale)
+    if scale != 1.0:
+        print(
+            f"time scale {scale:.2f} ({floor_note}model delays and ideals × {scale:.2f}; "
+            f"µs/step results also shown ÷ {scale:.2f})",
+            file=sys.stderr,
+        )
     for name in names:
         s = SCENARIOS[name]
         got = []
@@ -439,7 +481,7 @@ def report(
             tries = []
             for _ in range(3 if db_kind == "sqlite" else 1):
                 wait_for_idle(idle, idle_wait)
-                tries.append(trial(name, db_kind, reps))
+                tries.append(trial(name, db_kind, reps, scale))
                 if tries[-1]["other_cores"] <= max(0.25, 2 * idle):
                     break
             got.append(min(tries, key=lambda t: t["other_cores"]))
@@ -447,8 +489,12 @@ def report(
         # The bars are for SQLite; PostgreSQL is measured for information.
         limit = s.bar if db_kind == "sqlite" else None
         met = "" if limit is None else ("yes" if med <= limit else "**no**")
+        if limit is not None and scale != 1.0 and s.unit == "us/step":
+            met += f"; ÷ {scale:.2f}: " + ("yes" if med / scale <= limit else "**no**")
         bar = "" if limit is None else f"≤ {fmt(limit, s.unit)}"
         unit = "µs/step" if s.unit == "us/step" else "× ideal"
+        if scale != 1.0 and s.unit == "us/step":
+            unit += f" (÷ {scale:.2f} = {fmt(med / scale, s.unit)})"
         peak = statistics.median(g["rss_peak_kb"] for g in got) / 1024
         setup = statistics.median(g["rss_setup_kb"] for g in got) / 1024
         spread = ", ".join(fmt(g["median"], s.unit) for g in got)
@@ -466,9 +512,15 @@ def report(
             file=sys.stderr,
         )
         print(f"  statements per step: {g0['by_verb_per_step']}", file=sys.stderr)
+    scaled = ""
+    if scale != 1.0:
+        scaled = (
+            f"; time scale {scale:.2f} ({floor_note}the model's delays and the ideal times "
+            f"stretched by it, µs results also divided by it)"
+        )
     print(
         f"\n{db_kind}, {trials} fresh-process trials each, median of trial medians; "
-        f"engine from {code_version()}\n\n"
+        f"engine from {code_version()}{scaled}\n\n"
         "| scenario | what | result | bar | met | trial medians | CPU µs per step "
         "| commits / statements per step | peak RSS MB (after setup) | other load, cores |\n"
         "|---|---|---:|---:|:-:|---|---:|---:|---:|---:|"
@@ -673,10 +725,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--idle-wait", type=float, default=300, help="longest wait for that, seconds (300)"
     )
+    p.add_argument(
+        "--time-scale",
+        default="1",
+        metavar="K",
+        help="stretch the model's delays (and the ideals) by K, to see on a slow machine what a\n"
+        "K times faster one would: 'auto' measures K as this machine's floor over the\n"
+        f"anchors' {ANCHOR_FLOOR_US} µs (perf-anchors.md); default 1 (as measured)",
+    )
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
-        print(json.dumps(asyncio.run(child(args.child, args.db, args.reps))))
+        scale = float(args.time_scale)
+        print(json.dumps(asyncio.run(child(args.child, args.db, args.reps, scale))))
         return
     names = args.scenarios or [n for n in SCENARIOS if args.db == "sqlite" or n != "floor"]
     unknown = [n for n in names if n not in SCENARIOS]
@@ -688,7 +749,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.breakdown:
         breakdown(names[0], args.db, args.reps)
         return
-    report(names, args.db, args.trials, args.reps, args.idle, args.idle_wait)
+    report(names, args.db, args.trials, args.reps, args.idle, args.idle_wait, args.time_scale)
 
 
 if __name__ == "__main__":
