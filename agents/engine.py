@@ -49,6 +49,7 @@ from agents.state import (
     RunSummary,
     Services,
     StepState,
+    count_model_call,
     load_state,
 )
 from storage.database import DatabaseUnavailable
@@ -422,14 +423,7 @@ class Engine(RunLoop, PeopleActions):
             )
             state.budget.add(tokens=reply.tokens_in + reply.tokens_out, cost_usd=reply.cost_usd)
             async with self.svc.db.transaction() as session:
-                await runs.add_usage(
-                    session,
-                    run_id=state.run_id,
-                    model_calls=1,
-                    tokens_in=reply.tokens_in,
-                    tokens_out=reply.tokens_out,
-                    cost_usd=reply.cost_usd,
-                )
+                await count_model_call(session, run_id=state.run_id, reply=reply)
             return reply
 
         try:

@@ -24,7 +24,16 @@ from agents.events import (
 from agents.outcomes import Done
 from agents.runtime import opening, step_context
 from agents.secrets import redact
-from agents.state import FinalTurn, RunState, RunSummary, Services, StepState, ToolDone, sinks
+from agents.state import (
+    FinalTurn,
+    RunState,
+    RunSummary,
+    Services,
+    StepState,
+    ToolDone,
+    count_model_call,
+    sinks,
+)
 from storage.database import Session
 from storage.models import APPROVALS, DUE_ITEMS, HANDOFFS, Step
 from storage.repositories import runs, steps, tool_calls
@@ -121,14 +130,7 @@ class RunWrites:
                     cost_usd=reply.cost_usd,
                     values={"transcript": outcome.transcript, **done},
                 )
-                await runs.add_usage(
-                    session,
-                    run_id=state.run_id,
-                    model_calls=1,
-                    tokens_in=reply.tokens_in,
-                    tokens_out=reply.tokens_out,
-                    cost_usd=reply.cost_usd,
-                )
+                await count_model_call(session, run_id=state.run_id, reply=reply)
             elif outcome.finished_at is None:
                 if isinstance(outcome, ToolDone) and outcome.ledger is not None:
                     # The tool call's result and the step's completion: one transaction.

@@ -22,7 +22,7 @@ from agents.model import ModelReply, ToolCallRequest
 from agents.playbook import render, render_value
 from agents.tools import Risk, Tool
 from storage.models import Step
-from storage.repositories import runs, steps
+from storage.repositories import steps
 
 if TYPE_CHECKING:
     from agents.state import RunState, Services
@@ -32,7 +32,7 @@ from agents.grounding import Grounding
 from agents.guardrails import Guardrails, Interrupt
 from agents.handing import Handoffs
 from agents.outcomes import CallResult, Done, Failed, Outcome, Parked, Refusal, Rejected, Switch
-from agents.state import FinalTurn, ToolDone
+from agents.state import FinalTurn, ToolDone, count_model_call
 
 log = logging.getLogger(__name__)
 
@@ -191,14 +191,7 @@ class StepRunner(Checkpoints, Handoffs, Grounding, Guardrails):
                 cost_usd=reply.cost_usd,
                 values=values,
             )
-            await runs.add_usage(
-                session,
-                run_id=self.run_id,
-                model_calls=1,
-                tokens_in=reply.tokens_in,
-                tokens_out=reply.tokens_out,
-                cost_usd=reply.cost_usd,
-            )
+            await count_model_call(session, run_id=self.run_id, reply=reply)
         self.step.model_calls += 1
         self.step.tokens_in += reply.tokens_in
         self.step.tokens_out += reply.tokens_out

@@ -14,8 +14,9 @@ from agents.model import ModelClient, ModelReply
 from agents.outcomes import Done, LedgerResult
 from agents.registry import Registry
 from agents.settings import Limits, Settings
-from storage.database import Database
+from storage.database import Database, Session
 from storage.models import Run
+from storage.repositories import runs
 
 log = logging.getLogger(__name__)
 
@@ -173,3 +174,15 @@ def load_state(run: Run, rows: Sequence[Mapping[Any, Any]]) -> RunState:
 def sinks(state: RunState) -> list[str]:
     needed = {d for s in state.steps.values() for d in s.depends_on or []}
     return [k for k in state.steps if k not in needed]
+
+
+async def count_model_call(session: Session, *, run_id: str, reply: ModelReply) -> None:
+    """Add one model call (``reply``'s tokens and cost) to the run's committed totals."""
+    await runs.add_usage(
+        session,
+        run_id=run_id,
+        model_calls=1,
+        tokens_in=reply.tokens_in,
+        tokens_out=reply.tokens_out,
+        cost_usd=reply.cost_usd,
+    )
