@@ -195,7 +195,8 @@ class Database:
     # opens it with BEGIN IMMEDIATE and schedules the COMMIT for the next turn; each later one
     # runs inside a savepoint, so its failure undoes only its own writes. Every caller still
     # waits for the COMMIT before ``transaction`` returns: nothing is acted on before it is
-    # durable. Under load more callers share a commit; a lone caller pays one loop turn.
+    # durable. Under load more callers share a commit; a caller with nothing else ready to run
+    # in the loop commits at once (see _leave).
     async def _join(self) -> _Batch:
         await self._lock.acquire()
         try:
