@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 from agents import prompts
 from agents.approvals import action_digest
 from agents.events import ApprovalRequested, ToolCalled
+from agents.flags import Flag, Verdict
+from agents.flags import dump as dump_flags
 from agents.followups import schedule_checkpoint
 from agents.ids import new_id
 from agents.secrets import redact
@@ -70,6 +72,12 @@ class Checkpoints:
 
         async def _check_grounding(self, tool: Tool, args: dict[str, Any]) -> Report | None: ...
 
+        async def _policy(self, tool: Tool, args: dict[str, Any], *, key: str) -> Verdict: ...
+
+        async def _refused(
+            self, tool: Tool, args: dict[str, Any], verdict: Verdict
+        ) -> CallResult: ...
+
         def _grounding_rounds(self) -> int: ...
 
     # ---- the ledger: approval, intent, call, result ---------------------------------------
@@ -89,6 +97,7 @@ class Checkpoints:
         (``CallResult.pending``) for the caller to commit with what it commits next.
         """
         row, found = None, []
+        report: Report | None = None
         if not self.fresh:  # only a resumed step can have this call in its ledger already
             async with self.svc.db.transaction() as session:
                 row = await tool_calls.get_by_key(session, key=key)
@@ -109,9 +118,17 @@ class Checkpoints:
         if held is not None:
             return held
         approved_args = args
-        approval: Approval | None = None
-        if gated or tool.outbound:
-            approval = found[-1] if found else None
+        # An ungated call can still have an approval: its guards or grounding escalated it.
+        approval: Approval | None = found[-1] if found else None
+        flags: list[Flag] = []
+        if approval is None:
+            # Guards fixed in code (secrets, recipients and volume, egress), whatever any
+            # model says: a refusal is final and shown; a flag sends the call to a person.
+            verdict = await self._policy(tool, args, key=key)
+            if verdict.refused is not None:
+                return await self._refused(tool, args, verdict)
+            flags.extend(verdict.flags)
+            gated = gated or verdict.needs_approval or bool(flags)
         if approval is None and tool.outbound:
             # Outbound text is grounded before anyone is asked: an agent fixes what it can,
             # a person sees the claims and their sources (or what failed) on the approval.
@@ -121,11 +138,15 @@ class Checkpoints:
                 if revisable and self._grounding_rounds() < self.svc.settings.grounding_retries:
                     return CallResult(report.feedback(tool.name), False)
                 gated = True  # unsupported claims always go to a person
-            if gated:
-                action: dict[str, Any] = {"tool": tool.name, "arguments": args}
-                if report is not None:
-                    action["grounding"] = report.as_dict()
-                return await self._request_approval("tool_call", action, tool.risk, key=key)
+            if report is not None:
+                flags.extend(report.flags)
+        if approval is None and gated:
+            action: dict[str, Any] = {"tool": tool.name, "arguments": args}
+            if tool.outbound and report is not None:
+                action["grounding"] = report.as_dict()
+            if flags:
+                action["flags"] = dump_flags(flags)
+            return await self._request_approval("tool_call", action, tool.risk, key=key)
         if gated or approval is not None:  # an ungated outbound call may have been escalated
             if approval is None:
                 return await self._request_approval(

@@ -205,6 +205,38 @@ class DueMissed:
 
 
 @dataclass(frozen=True)
+class CallRefused:
+    """A guard in code refused a tool call: nothing was done (the thread and terminal show it).
+
+    ``guard`` names what refused it (``recipients``, ``egress``, ``secrets``, ``approval``,
+    ``grounding``...); ``target`` is what the call was aimed at (an address, a host), if any.
+    """
+
+    run_id: str
+    step_id: str
+    tool: str
+    guard: str
+    reason: str
+    target: str | None = None
+    kind: Literal["call_refused"] = "call_refused"
+
+
+@dataclass(frozen=True)
+class OutboundFlagged:
+    """An outbound call was flagged (grounding, backstop, links, recipients) before approval.
+
+    ``flags`` is the JSON form of :class:`agents.flags.Flag` values.
+    """
+
+    run_id: str
+    step_id: str
+    tool: str
+    approval_id: str | None
+    flags: tuple[dict[str, str], ...]
+    kind: Literal["outbound_flagged"] = "outbound_flagged"
+
+
+@dataclass(frozen=True)
 class ScheduleFired:
     run_id: str
     schedule_id: str
@@ -231,6 +263,8 @@ Event = (
     | ReminderDue
     | DueMissed
     | ScheduleFired
+    | CallRefused
+    | OutboundFlagged
 )
 
 Subscriber = Callable[[Event], Awaitable[None]]

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from agents import prompts
 from agents.errors import ModelError
+from agents.flags import Flag
 from agents.retry import with_retries
 from agents.tools import Risk, Tool
 from storage.repositories import tool_calls
@@ -117,6 +118,14 @@ class Report:
     def unsupported(self) -> list[Claim]:
         """Claims with no verified source."""
         return [c for c in self.claims if not c.supported]
+
+    @property
+    def flags(self) -> list[Flag]:
+        """What the approver must see flagged (and what a plain Approve cannot send)."""
+        out = [Flag("claim", c.text, c.problem or "no source for it") for c in self.unsupported]
+        if self.error:
+            out.append(Flag("check_failed", "the grounding check", self.error))
+        return out
 
     @property
     def ok(self) -> bool:

@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 from agents import prompts, spending
 from agents.approvals import action_digest
 from agents.errors import ToolArgumentsError
+from agents.events import CallRefused
+from agents.flags import Verdict
 from agents.model import ModelReply, ToolCallRequest
 from agents.outcomes import CallResult, Done, Failed, Outcome, Parked, Refusal
 from agents.secrets import redactor
@@ -209,6 +211,44 @@ class Guardrails:
                 detail={"tool": tool.name, "key": key, "why": why},
             )
         log.warning("refused %s in run %s: %s", tool.name, self.run_id, why)
+        return CallResult(
+            f"Error: Baton refused to call {tool.name}: {why}. Nothing was done.", False
+        )
+
+    # ---- code-only guards on a call: secrets, recipients and volume, egress -------------
+    async def _policy(self, tool: Tool, args: dict[str, Any], *, key: str) -> Verdict:
+        """What the code-only guards say of this call, before any approval is asked for."""
+        return Verdict()
+
+    async def _refused(self, tool: Tool, args: dict[str, Any], verdict: Verdict) -> CallResult:
+        """Refuse a call in code: audit it, publish :class:`CallRefused`, tell the model."""
+        why = verdict.refused or "refused"
+        async with self.svc.db.transaction() as session:
+            await audit.append(
+                session,
+                at=self.svc.clock(),
+                actor="baton",
+                action="guardrail.refused",
+                run_id=self.run_id,
+                subject=self.step.step_id,
+                detail={
+                    "tool": tool.name,
+                    "guard": verdict.guard,
+                    "why": why,
+                    "target": verdict.target,
+                },
+            )
+        log.warning("refused %s in run %s: %s", tool.name, self.run_id, why)
+        await self.svc.bus.publish(
+            CallRefused(
+                self.run_id,
+                self.step.step_id,
+                tool.name,
+                verdict.guard or "policy",
+                why,
+                verdict.target,
+            )
+        )
         return CallResult(
             f"Error: Baton refused to call {tool.name}: {why}. Nothing was done.", False
         )
