@@ -12,7 +12,7 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any
 
-from agents import prompts
+from agents import notices, prompts
 from agents.approvals import action_digest
 from agents.events import ApprovalRequested, ToolCalled
 from agents.flags import Flag, Verdict
@@ -78,7 +78,9 @@ class Checkpoints:
             self, tool: Tool, args: dict[str, Any], verdict: Verdict
         ) -> CallResult: ...
 
-        def _grounding_rounds(self) -> int: ...
+        def _grounding_rounds(
+            self, tool: Tool | None = None, args: dict[str, Any] | None = None
+        ) -> int: ...
 
     # ---- the ledger: approval, intent, call, result ---------------------------------------
     async def _call(
@@ -119,7 +121,12 @@ class Checkpoints:
             return held
         approved_args = args
         # An ungated call can still have an approval: its guards or grounding escalated it.
-        approval: Approval | None = found[-1] if found else None
+        # The newest one still in use (a re-flagged edit replaces its used-up approval).
+        approval: Approval | None = (
+            next((a for a in reversed(found) if a.consumed_at is None), found[-1])
+            if found
+            else None
+        )
         flags: list[Flag] = []
         if approval is None:
             # Guards fixed in code (secrets, recipients and volume, egress), whatever any
@@ -135,7 +142,7 @@ class Checkpoints:
             report = await self._check_grounding(tool, args)
             if report is not None and not report.ok:
                 revisable = call_id != "tool" and report.error is None
-                if revisable and self._grounding_rounds() < self.svc.settings.grounding_retries:
+                if revisable and self._grounding_rounds(tool, args) < self.svc.settings.grounding_retries:
                     return CallResult(report.feedback(tool.name), False)
                 gated = True  # unsupported claims always go to a person
             if report is not None:
@@ -146,7 +153,17 @@ class Checkpoints:
                 action["grounding"] = report.as_dict()
             if flags:
                 action["flags"] = dump_flags(flags)
-            return await self._request_approval("tool_call", action, tool.risk, key=key)
+            parked = await self._request_approval("tool_call", action, tool.risk, key=key)
+            if flags:  # every flag is an event and an audit entry (agents.notices)
+                await notices.flagged(
+                    self.svc,
+                    run_id=self.run_id,
+                    step_id=self.step.step_id,
+                    tool=tool.name,
+                    approval_id=parked.waiting_for,
+                    flags=action["flags"],
+                )
+            return parked
         if gated or approval is not None:  # an ungated outbound call may have been escalated
             if approval is None:
                 return await self._request_approval(
@@ -159,8 +176,13 @@ class Checkpoints:
             if approval.status != "approved":
                 await self._consume(approval)
                 return Refusal(approval.reason or "no reason given")
+            if "edited_from" in (approval.action or {}):  # asked again for a person's edit
+                approved_args = dict((approval.action or {}).get("arguments") or {})
             if approval.edited and "arguments" in approval.edited:
                 approved_args = approval.edited["arguments"]
+                again = await self._recheck_edit(tool, approval, approved_args, key)
+                if again is not None:
+                    return again
         result = await self._execute(
             tool,
             approved_args,
@@ -180,6 +202,42 @@ class Checkpoints:
                 pending=result.pending,
             )
         return result
+
+    async def _recheck_edit(
+        self, tool: Tool, approval: Approval, edited: dict[str, Any], key: str
+    ) -> CallResult | Parked | None:
+        """A person's edit passes the same guards as the model's text before it can go.
+
+        None: the edit may run. Otherwise the old approval is used up and either the guards
+        refuse the edit, or (still flagged: a new claim, a new recipient) a new approval is
+        asked for the edited arguments, with their flags, under the same ledger key.
+        """
+        verdict = await self._policy(tool, edited, key=key)
+        if verdict.refused is not None:
+            await self._consume(approval)
+            return await self._refused(tool, edited, verdict)
+        flags: list[Flag] = list(verdict.flags)
+        report = await self._check_grounding(tool, edited) if tool.outbound else None
+        if report is not None:
+            flags.extend(report.flags)
+        if not flags:
+            return None
+        await self._consume(approval)
+        action: dict[str, Any] = {"tool": tool.name, "arguments": edited}
+        if report is not None:
+            action["grounding"] = report.as_dict()
+        action["flags"] = dump_flags(flags)
+        action["edited_from"] = approval.id
+        parked = await self._request_approval("tool_call", action, tool.risk, key=key)
+        await notices.flagged(
+            self.svc,
+            run_id=self.run_id,
+            step_id=self.step.step_id,
+            tool=tool.name,
+            approval_id=parked.waiting_for,
+            flags=action["flags"],
+        )
+        return parked
 
     async def _execute(
         self,
@@ -230,7 +288,10 @@ class Checkpoints:
             raise
         except Exception as exc:  # a tool error is news for the model, not a crash
             log.info("tool %s failed: %s", tool.name, exc)
-            text, ok = f"Error from {tool.name}: {type(exc).__name__}: {exc}", False
+            # An error's text may quote a remote server (a reason phrase, an MCP error, a
+            # page's words): it reaches the model fenced, as data, never as instructions.
+            said = prompts.fence(f"{type(exc).__name__}: {exc}", source=f"error from {tool.name}")
+            text, ok = f"Error from {tool.name}: {said}", False
         text = redact(text)  # stored, shown to the model and to people: never with a secret
         done = {
             "status": "done" if ok else "error",

@@ -119,6 +119,8 @@ class ApprovalDecided:
     reason: str | None
     edited: bool
     kind: Literal["approval_decided"] = "approval_decided"
+    #: Sent anyway despite its flags ("Send anyway", ``baton approve --send-anyway``).
+    override: bool = False
 
 
 @dataclass(frozen=True)
@@ -159,6 +161,8 @@ class RunFinished:
     tokens: int
     cost_usd: float
     duration_s: float
+    #: Calls a guard refused during the run (audit ``guardrail.refused``): the end says so.
+    refused: int = 0
     kind: Literal["run_finished"] = "run_finished"
 
 

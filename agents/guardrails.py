@@ -11,7 +11,12 @@
 * **Budgets.** Before every model and tool call the money budgets are checked
   (:mod:`agents.spending`); a used-up budget parks the step on a ``budget`` approval.
 * **Secrets.** Model replies are redacted before they are stored or shown
-  (:mod:`agents.secrets`); tool results are redacted where they are recorded.
+  (:mod:`agents.secrets`); tool results are redacted where they are recorded. A tool call
+  whose arguments hold a secret (a known value or a credential's shape) is refused, not sent
+  redacted; its arguments are stored with a marker in the secret's place.
+* **Recipients, volume, egress.** An outbound tool writes only to recipients a person supplied,
+  once per step and recipient (:mod:`agents.recipients`); ``http_fetch`` reads only the run's
+  own sites without asking, and no URL carries the run's data out (:mod:`agents.egress`).
 """
 
 from __future__ import annotations
@@ -22,14 +27,14 @@ from collections import Counter
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from agents import prompts, spending
+from agents import egress, prompts, recipients, spending, supplied
 from agents.approvals import action_digest
 from agents.errors import ToolArgumentsError
 from agents.events import CallRefused
-from agents.flags import Verdict
+from agents.flags import Verdict, is_flagged
 from agents.model import ModelReply, ToolCallRequest
 from agents.outcomes import CallResult, Done, Failed, Outcome, Parked, Refusal
-from agents.secrets import redactor
+from agents.secrets import redactor, scrub_arguments, secret_in
 from agents.tools import Tool
 from storage.models import Approval, Step
 from storage.repositories import approvals, audit
@@ -208,22 +213,108 @@ class Guardrails:
                 action="guardrail.refused",
                 run_id=self.run_id,
                 subject=row.id if row is not None else key,
-                detail={"tool": tool.name, "key": key, "why": why},
+                detail={"tool": tool.name, "key": key, "why": why, "step": self.step.step_id},
             )
         log.warning("refused %s in run %s: %s", tool.name, self.run_id, why)
+        await self.svc.bus.publish(  # shown in the thread and at the terminal (agents.notices)
+            CallRefused(self.run_id, self.step.step_id, tool.name, "approval", why)
+        )
         return CallResult(
             f"Error: Baton refused to call {tool.name}: {why}. Nothing was done.", False
         )
 
     # ---- code-only guards on a call: secrets, recipients and volume, egress -------------
     async def _policy(self, tool: Tool, args: dict[str, Any], *, key: str) -> Verdict:
-        """What the code-only guards say of this call, before any approval is asked for."""
-        return Verdict()
+        """What the code-only guards say of this call, before any approval is asked for.
+
+        In order: a secret in the arguments is refused (:func:`secret_verdict`); a fetch
+        passes the egress guard (:mod:`agents.egress`); an outbound tool may address only
+        supplied recipients, each at most the step's allowance of times
+        (:mod:`agents.recipients`). Each reads the run from storage, so a resume decides the
+        same way.
+        """
+        verdict = secret_verdict(args)
+        url_arg = tool.extra.get(egress.URL_ARGUMENT)
+        if verdict.refused is not None or not (tool.recipients or url_arg):
+            return verdict
+        settings = self.svc.settings
+        material = await supplied.load(self.svc, self.state)
+        url = args.get(url_arg) if url_arg else None
+        if isinstance(url, str):
+            verdict = egress.egress_verdict(
+                url,
+                material,
+                fetch_tool=tool.name,
+                allow_hosts=settings.fetch_allow_hosts,
+                policy=settings.fetch_egress,
+            )
+            if verdict.refused is not None:
+                return verdict
+            if verdict.needs_approval:
+                await self._audit_escalation(tool, verdict, "a host this run was not given")
+        if tool.recipients:
+            verdict = verdict.merged(self._recipients_verdict(tool, args, key, material))
+        return verdict
+
+    def _recipients_verdict(
+        self, tool: Tool, args: dict[str, Any], key: str, material: supplied.RunMaterial
+    ) -> Verdict:
+        """Supplied recipients only (flagged or refused), and the step's volume allowance."""
+        who = recipients.recipient_verdict(
+            tool, args, material, policy=self.svc.settings.recipient_policy
+        )
+        if who.refused is not None:
+            return who
+        earlier = recipients.earlier_messages(
+            material,
+            self.svc.registry.tools,
+            step_id=self.step.step_id,
+            key=key,
+            siblings=recipients.turn_siblings(self.step.transcript, key),
+        )
+        allowance = int((self.step.schedule or {}).get("max_per_recipient") or 1)
+        volume = recipients.volume_verdict(
+            recipients.recipients_of(tool, args), earlier, allowance=allowance
+        )
+        return who.merged(volume)
+
+    async def _audit_escalation(self, tool: Tool, verdict: Verdict, why: str) -> None:
+        """Record why a guard sends a call to a person that would otherwise just run."""
+        async with self.svc.db.transaction() as session:
+            await audit.append(
+                session,
+                at=self.svc.clock(),
+                actor="baton",
+                action="guardrail.escalated",
+                run_id=self.run_id,
+                subject=self.step.step_id,
+                detail={
+                    "tool": tool.name,
+                    "guard": verdict.guard,
+                    "why": why,
+                    "target": verdict.target,
+                },
+            )
 
     async def _refused(self, tool: Tool, args: dict[str, Any], verdict: Verdict) -> CallResult:
-        """Refuse a call in code: audit it, publish :class:`CallRefused`, tell the model."""
+        """Refuse a call in code: audit it, publish :class:`CallRefused`, tell the model.
+
+        The same call refused again (its turn is run again after a sibling call's approval,
+        or the model repeats it) is told again but not announced twice.
+        """
         why = verdict.refused or "refused"
+        digest = action_digest({"tool": tool.name, "arguments": args})[:32]
         async with self.svc.db.transaction() as session:
+            seen = await audit.list_for_run(
+                session, run_id=self.run_id, actions=["guardrail.refused"]
+            )
+            if any(
+                e.subject == self.step.step_id and (e.detail or {}).get("call") == digest
+                for e in seen
+            ):
+                return CallResult(
+                    f"Error: Baton refused to call {tool.name}: {why}. Nothing was done.", False
+                )
             await audit.append(
                 session,
                 at=self.svc.clock(),
@@ -236,6 +327,7 @@ class Guardrails:
                     "guard": verdict.guard,
                     "why": why,
                     "target": verdict.target,
+                    "call": digest,
                 },
             )
         log.warning("refused %s in run %s: %s", tool.name, self.run_id, why)
@@ -255,16 +347,22 @@ class Guardrails:
 
     # ---- secrets ------------------------------------------------------------------------
     def _scrubbed(self, reply: ModelReply) -> ModelReply:
-        """``reply`` with secrets redacted from its text and tool-call arguments."""
+        """``reply`` with secrets redacted from its text and tool-call arguments.
+
+        In arguments, a known secret or a credential's shape becomes a marker that names what
+        it was (:func:`agents.secrets.scrub_arguments`): the transcript is stored without the
+        secret, and the call is then refused by :func:`secret_verdict`, which sees the marker
+        (on a resume too), rather than sent with ``[redacted]`` in it.
+        """
         r = redactor()
-        if not r.values:
-            return reply
-        calls = [replace(c, arguments=r.text(c.arguments)) for c in reply.tool_calls]
-        return replace(
-            reply,
-            content=r.text(reply.content) if reply.content else reply.content,
-            tool_calls=calls,
-        )
+        calls = []
+        for c in reply.tool_calls:
+            scrubbed, found = scrub_arguments(c.arguments)
+            calls.append(replace(c, arguments=scrubbed) if found else c)
+        content = reply.content
+        if content and r.values:
+            content = r.text(content)
+        return replace(reply, content=content, tool_calls=calls)
 
 
 def approval_problem(
@@ -286,6 +384,10 @@ def approval_problem(
         return "the approval's record does not match its digest (it was altered)"
     if action.get("tool") != tool.name:
         return "the approval is for another tool"
+    edited = row.edited or {}
+    if is_flagged(action) and "arguments" not in edited and not edited.get("override"):
+        # A flagged action goes only edited (then grounded again) or sent anyway (audited).
+        return "it was flagged and approved neither with an edit nor as an override"
     approved = action.get("arguments")
     if row.kind == "tool_call" and row.edited and "arguments" in row.edited:
         try:
@@ -295,6 +397,33 @@ def approval_problem(
     if not isinstance(approved, dict) or prompts.dumps(approved) != prompts.dumps(args):
         return "the arguments about to run are not the ones approved"
     return None
+
+
+def secret_verdict(args: dict[str, Any]) -> Verdict:
+    """Refuse a call whose arguments hold a secret: a known value, a credential's shape, or
+    the marker left where one was removed. The refusal names the argument and the kind of
+    secret, never its value."""
+    for name, text in _strings(args):
+        what = secret_in(text)
+        if what is not None:
+            return Verdict(
+                refused=f"its argument {name!r} holds a secret ({what}); Baton never sends "
+                "secrets, not even redacted",
+                guard="secrets",
+                target=name,
+            )
+    return Verdict()
+
+
+def _strings(value: Any, path: str = "") -> list[tuple[str, str]]:
+    """Every string inside a JSON-like value, with where it is (``to``, ``items.0``)."""
+    if isinstance(value, str):
+        return [(path or "(arguments)", value)]
+    if isinstance(value, dict):
+        return [s for k, v in value.items() for s in _strings(v, f"{path}.{k}" if path else str(k))]
+    if isinstance(value, list):
+        return [s for i, v in enumerate(value) for s in _strings(v, f"{path}.{i}")]
+    return []
 
 
 def _signature(name: str, arguments: Any) -> tuple[str, str]:

@@ -55,7 +55,11 @@ class PeopleActions:
         """Decide an approval (single use, bound to its digest), then continue the run here."""
         async with self.svc.db.transaction() as session:
             approval = await approval_rules.decide(
-                session, request, registry=self.svc.registry, now=self.svc.clock()
+                session,
+                request,
+                registry=self.svc.registry,
+                now=self.svc.clock(),
+                override_policy=self.svc.settings.grounding_override,
             )
         await self.bus.publish(
             ApprovalDecided(
@@ -65,7 +69,8 @@ class PeopleActions:
                 approval.status,
                 request.actor,
                 approval.reason,
-                approval.edited is not None,
+                approval_rules.was_edited(approval.edited),
+                override=approval_rules.was_overridden(approval.edited),
             )
         )
         self.drive(approval.run_id)

@@ -140,13 +140,18 @@ def timing_problems(step: PlanStep, ids: set[str]) -> list[str]:
 
 def step_schedule(step: PlanStep) -> dict[str, Any] | None:
     """The stored form of a step's timing and condition (None when it has neither)."""
-    if not (step.after or step.at or step.only_if):
+    # Only a playbook's step (a person's) can allow more than one message per recipient.
+    allowance = getattr(step, "max_per_recipient", None)
+    if not (step.after or step.at or step.only_if or allowance):
         return None
-    return {
+    stored: dict[str, Any] = {
         "after_s": parse_duration(step.after) if step.after else None,
         "at": parse_instant(step.at) if step.at else None,
         "only_if": step.only_if,
     }
+    if allowance:
+        stored["max_per_recipient"] = int(allowance)
+    return stored
 
 
 def validate(plan: Plan, registry: Registry, *, max_steps: int) -> Plan:

@@ -34,6 +34,8 @@ from agents.registry import Registry
 
 REFERENCE = re.compile(r"\{(inputs|steps)\.([A-Za-z0-9_-]+)(\.output)?\}|\{goal\}")
 MAX_PLAYBOOK_BYTES = 256_000
+#: The most messages a playbook step may allow one recipient (``max_per_recipient``).
+MAX_PER_RECIPIENT = 5
 
 
 class PlaybookInput(BaseModel):
@@ -46,6 +48,21 @@ class PlaybookInput(BaseModel):
     required: bool = True
 
 
+class PlaybookStep(PlanStep):
+    """A step as a person writes it: a plan step, plus what only a person may allow.
+
+    ``max_per_recipient`` is not a plan field, so a planner model cannot raise it: without it
+    a step sends at most one message to each recipient (``agents.recipients``).
+    """
+
+    max_per_recipient: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_PER_RECIPIENT,
+        description="Messages this step may send to one recipient (default 1).",
+    )
+
+
 class Playbook(BaseModel):
     """A playbook file, validated."""
 
@@ -55,7 +72,7 @@ class Playbook(BaseModel):
     description: str = ""
     goal: str = ""
     inputs: dict[str, PlaybookInput] = Field(default_factory=dict)
-    steps: list[PlanStep]
+    steps: list[PlaybookStep]
 
 
 def load_playbook(path: str | Path) -> Playbook:

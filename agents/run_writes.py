@@ -21,6 +21,7 @@ from agents.events import (
     StepStarted,
     ToolCalled,
 )
+from agents.notices import REFUSED
 from agents.outcomes import Done
 from agents.runtime import opening, step_context
 from agents.secrets import redact
@@ -36,7 +37,7 @@ from agents.state import (
 )
 from storage.database import Session
 from storage.models import APPROVALS, DUE_ITEMS, HANDOFFS, Step
-from storage.repositories import runs, steps, tool_calls
+from storage.repositories import audit, runs, steps, tool_calls
 
 # What finishing a run closes, built once (values travel as bound parameters).
 _END_DUE = (
@@ -226,6 +227,13 @@ class RunWrites:
             totals = (
                 await runs.totals(session, run_id=state.run_id) if self.bus.subscribers else None
             )
+            refused = (  # a run that ended with refused calls must say so (agents.notices)
+                (await audit.count_by_run(session, run_ids=[state.run_id], action=REFUSED)).get(
+                    state.run_id, 0
+                )
+                if totals is not None
+                else 0
+            )
         for step in unfinished:
             step.status = "cancelled"
         committed = list(pending)
@@ -257,6 +265,7 @@ class RunWrites:
                 tokens,
                 cost_usd,
                 now - created_at,
+                refused,
             )
         )
         return RunSummary(state.run_id, status, error)

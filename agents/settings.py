@@ -67,9 +67,23 @@ class Settings:
     grounding: bool = True
     #: Model of the grounding check (None → ``model``).
     grounding_model: str | None = None
-    #: Times an agent's outbound text is sent back with its unsupported claims before a
-    #: person decides.
+    #: Times one outbound message (a tool and its recipients) is sent back to its agent with
+    #: its flags before a person decides.
     grounding_retries: int = 2
+    #: What the sender says of themselves (text, or ``@path`` to a file): the only evidence
+    #: for claims about the sender ("we cut test time by 40%").
+    sender_profile: str = ""
+    #: Whether a person may send a flagged outbound call anyway: ``confirm`` (with a
+    #: confirmation that lists the flags, audited) or ``never`` (send back or edit only).
+    grounding_override: str = "confirm"
+    #: An outbound address nobody supplied for the run: ``flag`` it on the approval, or
+    #: ``refuse`` the call (BATON_RECIPIENT_POLICY).
+    recipient_policy: str = "flag"
+    #: ``http_fetch`` of a host the run was not given: ``approve`` (a person decides) or
+    #: ``refuse`` (BATON_FETCH_EGRESS).
+    fetch_egress: str = "approve"
+    #: Hosts or registrable domains any run may fetch without asking (BATON_FETCH_ALLOW_HOSTS).
+    fetch_allow_hosts: tuple[str, ...] = ()
     #: Spend per requester and per Slack workspace since UTC midnight, in dollars (0 = no cap).
     max_cost_usd_per_user_day: float = 0.0
     max_cost_usd_per_workspace_day: float = 0.0
@@ -113,10 +127,46 @@ class Settings:
             grounding=_bool(env, "BATON_GROUNDING", base.grounding),
             grounding_model=env.get("BATON_GROUNDING_MODEL") or None,
             grounding_retries=_int(env, "BATON_GROUNDING_RETRIES", base.grounding_retries),
+            sender_profile=env.get("BATON_SENDER_PROFILE") or "",
+            grounding_override=_override(env, base.grounding_override),
+            recipient_policy=_choice(env, "BATON_RECIPIENT_POLICY", ("flag", "refuse")),
+            fetch_egress=_choice(env, "BATON_FETCH_EGRESS", ("approve", "refuse")),
+            fetch_allow_hosts=_hosts(env, "BATON_FETCH_ALLOW_HOSTS"),
             checkpoint_timings={risk: _timings(env, risk) for risk in RISKS},
             max_cost_usd_per_user_day=_float(env, "BATON_MAX_COST_USD_PER_USER_DAY", 0.0),
             max_cost_usd_per_workspace_day=_float(env, "BATON_MAX_COST_USD_PER_WORKSPACE_DAY", 0.0),
         )
+
+
+def _override(env: Mapping[str, str], default: str) -> str:
+    raw = (env.get("BATON_GROUNDING_OVERRIDE") or "").strip().lower()
+    if raw in ("never", "confirm"):
+        return raw
+    if raw:
+        raise ConfigError(f"BATON_GROUNDING_OVERRIDE must be never or confirm, got {raw!r}")
+    return default
+
+
+def _choice(env: Mapping[str, str], key: str, choices: tuple[str, ...]) -> str:
+    """One of ``choices`` (the first when unset); anything else is a clear error."""
+    raw = (env.get(key) or "").strip().lower()
+    if not raw:
+        return choices[0]
+    if raw not in choices:
+        raise ConfigError(f"{key} must be {' or '.join(choices)}, got {raw!r}")
+    return raw
+
+
+def _hosts(env: Mapping[str, str], key: str) -> tuple[str, ...]:
+    """A comma list of host names or domains ("docs.acme.example, partner.example")."""
+    found = []
+    for raw in (env.get(key) or "").split(","):
+        host = raw.strip().lower().lstrip("*").strip(".")
+        if raw.strip() and (not host or "/" in host or ":" in host or "@" in host):
+            raise ConfigError(f"{key} takes host names like docs.example.com, got {raw.strip()!r}")
+        if host:
+            found.append(host)
+    return tuple(found)
 
 
 def _timings(env: Mapping[str, str], risk: str) -> CheckpointTimings:

@@ -62,6 +62,9 @@ class Tool:
     #: Arguments whose text reaches people outside (an email body, a channel post): checked
     #: against the run's evidence before the call (``agents.grounding``).
     outbound: tuple[str, ...] = ()
+    #: Arguments that name who receives what the tool sends (``to``, ``cc``, ``bcc``): only
+    #: addresses a person supplied for the run may be there (``agents.recipients``).
+    recipients: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
     #: A raw JSON schema of the arguments (tools that bring their own, e.g. from MCP servers),
     #: checked with ``jsonschema``; then ``fn(arguments, ctx)`` is called with the dict.
@@ -162,6 +165,7 @@ def make_tool(
     description: str | None = None,
     control: bool = False,
     outbound: tuple[str, ...] = (),
+    recipients: tuple[str, ...] = (),
 ) -> Tool:
     """Build a :class:`Tool` from an async function's signature and docstring."""
     if not inspect.iscoroutinefunction(fn):
@@ -195,6 +199,7 @@ def make_tool(
         context_param=context_param,
         control=control,
         outbound=tuple(outbound),
+        recipients=tuple(recipients),
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from agents.approvals import was_edited, was_overridden
 from bot.views.cards import ApprovalCard, HandoffCard, RunCard, StepLine
 from storage.models import Approval, Handoff, Run, Step
 
@@ -15,8 +16,8 @@ def slack_user(actor: str | None) -> str | None:
     return actor
 
 
-def run_card(run: Run, steps: Sequence[Step]) -> RunCard:
-    """The status card's model for a run and its steps."""
+def run_card(run: Run, steps: Sequence[Step], refusals: Sequence[str] = ()) -> RunCard:
+    """The status card's model for a run and its steps (and its refused calls, if read)."""
     lines = []
     for s in steps:
         took = (s.finished_at - s.started_at) if s.finished_at and s.started_at else None
@@ -40,6 +41,7 @@ def run_card(run: Run, steps: Sequence[Step]) -> RunCard:
         error=run.error,
         source=run.source,
         playbook=run.playbook,
+        refusals=tuple(refusals),
     )
 
 
@@ -58,7 +60,8 @@ def approval_card(approval: Approval, step_title: str) -> ApprovalCard:
         decided_by=slack_user(approval.decided_by),
         decided_at=approval.decided_at,
         reason=approval.reason,
-        edited=approval.edited is not None,
+        edited=was_edited(approval.edited),
+        overridden=was_overridden(approval.edited),
         claims=tuple(((approval.action or {}).get("grounding") or {}).get("claims") or ()),
     )
 

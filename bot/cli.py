@@ -57,11 +57,22 @@ def _parser() -> argparse.ArgumentParser:
     approve.add_argument("approval_id")
     approve.add_argument("--arguments", metavar="JSON", help="approve with these arguments")
     approve.add_argument("--draft", metavar="TEXT", help="approve with this text instead")
+    approve.add_argument(
+        "--send-anyway",
+        action="store_true",
+        help="send a flagged action as it is, despite its flags (audited; "
+        "BATON_GROUNDING_OVERRIDE=never forbids it)",
+    )
     approve.add_argument("--no-continue", action="store_true", help="record only")
 
     reject = sub.add_parser("reject", help="reject a pending action, then continue its run")
     reject.add_argument("approval_id")
-    reject.add_argument("--reason", required=True, help="why (the agent sees it)")
+    reject.add_argument("--reason", help="why (the agent sees it)")
+    reject.add_argument(
+        "--send-back",
+        action="store_true",
+        help="send a flagged action back to the writer with its flags as the reason",
+    )
     reject.add_argument("--no-continue", action="store_true", help="record only")
 
     answer = sub.add_parser("answer", help="answer a handoff; it becomes the step's result")
@@ -300,7 +311,11 @@ async def _follow(engine: Engine, console: Console, run_id: str, mode: str) -> i
 
     prompter = None
     if mode == "prompt":
-        prompter = Prompter(console, LineReader(asyncio.get_running_loop(), sys.stdin))
+        prompter = Prompter(
+            console,
+            LineReader(asyncio.get_running_loop(), sys.stdin),
+            override=engine.svc.settings.grounding_override == "confirm",
+        )
     skipped: set[str] = set()
     while True:
         summary = await engine.wait(run_id)
@@ -401,6 +416,7 @@ async def _wait_for_decision(engine: Engine, run_id: str) -> None:
 def _say_waiting(
     console: Console, run_id: str, pending: Sequence[Any], open_: Sequence[Any]
 ) -> None:
+    from agents.flags import is_flagged
     from bot.console import render_action
 
     console.write("")
@@ -409,7 +425,16 @@ def _say_waiting(
         console.write(f"  approval {a.id} (step {a.step_id}):")
         for line in render_action(a):
             console.write(f"      {line}")
-        console.write(f"    decide: baton approve {a.id}   |   baton reject {a.id} --reason '...'")
+        if is_flagged(a.action):  # a plain approve does not send it (agents.approvals)
+            console.write(
+                f"    decide: baton reject {a.id} --send-back   |   "
+                f"baton approve {a.id} --arguments '...'   |   "
+                f"baton approve {a.id} --send-anyway"
+            )
+        else:
+            console.write(
+                f"    decide: baton approve {a.id}   |   baton reject {a.id} --reason '...'"
+            )
     for h in open_:
         console.write(f"  handoff {h.id} (step {h.step_id}): {h.question}")
         console.write(f"    answer: baton answer {h.id} 'the result'")
@@ -417,14 +442,18 @@ def _say_waiting(
 
 
 async def _cmd_runs(args: argparse.Namespace) -> int:
+    from agents.notices import REFUSED
     from bot.console import money, one_line
     from storage.database import Database
-    from storage.repositories import runs
+    from storage.repositories import audit, runs
 
     db = await Database.open(os.environ.get("BATON_DATABASE_URL"))
     try:
         async with db.transaction() as session:
             rows = await runs.list_runs(session, limit=args.limit)
+            refused = await audit.count_by_run(
+                session, run_ids=[r.id for r in rows], action=REFUSED
+            )
     finally:
         await db.close()
     out = sys.stdout
@@ -433,9 +462,11 @@ async def _cmd_runs(args: argparse.Namespace) -> int:
         return EXIT_OK
     out.write(f"{'run':<14} {'status':<10} {'calls':>5} {'cost':>9}  goal\n")
     for r in rows:
+        n = refused.get(r.id, 0)
+        warn = f"⚠ {n} refused · " if n else ""  # a run with refused calls never looks clean
         out.write(
             f"{r.id:<14} {r.status:<10} {r.model_calls:>5} {money(r.cost_usd):>9}  "
-            f"{one_line(r.goal, 70)}\n"
+            f"{warn}{one_line(r.goal, 70)}\n"
         )
     return EXIT_OK
 
@@ -456,6 +487,7 @@ async def _resolve_run_id(db: Any, run_id: str) -> str:
 
 
 async def _cmd_show(args: argparse.Namespace) -> int:
+    from agents import notices
     from bot.console import render_action, summary_table
     from storage.database import Database
     from storage.repositories import approvals, handoffs, runs, steps, tool_calls
@@ -469,11 +501,14 @@ async def _cmd_show(args: argparse.Namespace) -> int:
             apps = await approvals.list_approvals(session, run_id=run_id)
             hands = await handoffs.list_handoffs(session, run_id=run_id)
             calls = await tool_calls.list_for_run(session, run_id=run_id)
+            noticed = await notices.for_run(session, run_id)
     finally:
         await db.close()
     assert run is not None
     w = sys.stdout.write
-    w(f"Run {run.id} — {run.status}\nGoal: {run.goal}\n")
+    n_refused = notices.refused_count(noticed)
+    refused = f" with {notices.plural(n_refused, 'refused call')}" if n_refused else ""
+    w(f"Run {run.id} — {run.status}{refused}\nGoal: {run.goal}\n")
     if run.playbook:
         w(f"Playbook: {run.playbook} {run.inputs or {}}\n")
     if run.requester:
@@ -500,6 +535,7 @@ async def _cmd_show(args: argparse.Namespace) -> int:
             w(f"  reason: {a.reason}\n")
         if a.status == "pending":
             w("\n".join(f"  {line}" for line in render_action(a)) + "\n")
+    _show_notices(w, noticed)
     for h in hands:
         w(f"\nHandoff {h.id} ({h.kind}, step {h.step_id}): {h.status}\n")
         if h.question:
@@ -507,6 +543,19 @@ async def _cmd_show(args: argparse.Namespace) -> int:
         if h.answer:
             w(f"  answer by {h.answered_by}: {h.answer}\n")
     return EXIT_OK
+
+
+def _show_notices(w: Any, noticed: Sequence[Any]) -> None:
+    """Every refused call and flagged outbound call of a run (agents.notices), oldest first."""
+    from bot.console import when
+
+    for kind, heading in (("refused", "Refused calls"), ("flagged", "Flagged outbound calls")):
+        found = [n for n in noticed if n.kind == kind]
+        if found:
+            w(f"\n{heading} ({len(found)}):\n")
+        for n in found:
+            guard = f" [{n.guard}]" if n.guard else ""
+            w(f"  ⚠ {when(n.at)} step {n.step or '?'}: {kind}: {n.text}{guard}\n")
 
 
 async def _cmd_resume(args: argparse.Namespace) -> int:
@@ -572,7 +621,7 @@ async def _cmd_approvals(args: argparse.Namespace) -> int:
 async def _cmd_decide(args: argparse.Namespace) -> int:
     import json
 
-    from agents.approvals import DecisionRequest
+    from agents.approvals import DecisionRequest, FlaggedAction
     from agents.errors import ApprovalError
     from bot.console import Console
 
@@ -582,19 +631,32 @@ async def _cmd_decide(args: argparse.Namespace) -> int:
             arguments = json.loads(args.arguments)
         except json.JSONDecodeError as exc:
             raise ApprovalError(f"--arguments is not valid JSON ({exc.msg}).") from None
+    reason = getattr(args, "reason", None)
+    send_back = bool(getattr(args, "send_back", False))
+    if args.command == "reject" and not send_back and not (reason or "").strip():
+        raise ApprovalError("Say why with --reason '...' (the agent sees it), or use --send-back.")
     request = DecisionRequest(
         approval_id=args.approval_id,
         decision="approve" if args.command == "approve" else "reject",
         actor=_requester(),
-        reason=getattr(args, "reason", None),
+        reason=reason,
         arguments=arguments,
         draft=getattr(args, "draft", None),
+        override=bool(getattr(args, "send_anyway", False)),
     )
     engine = await _engine(check=None if args.no_continue else _models_for_resume())
     console = Console()
     engine.bus.subscribe(console.on_event)
     try:
-        approval = await engine.decide(request)
+        if send_back:
+            request = await _send_back_request(engine, request)
+        try:
+            approval = await engine.decide(request)
+        except FlaggedAction as exc:
+            raise FlaggedAction(
+                f"{exc} Here: `baton reject {args.approval_id} --send-back` sends it back, "
+                "--arguments edits it, --send-anyway sends it despite the flags."
+            ) from None
         if args.no_continue:
             await engine.close()
             return EXIT_OK
@@ -602,6 +664,21 @@ async def _cmd_decide(args: argparse.Namespace) -> int:
     finally:
         await engine.close()
         await engine.svc.db.close()
+
+
+async def _send_back_request(engine: Engine, request: Any) -> Any:
+    """``request`` as a send-back: its reason lists the approval's flags (and the note)."""
+    from dataclasses import replace
+
+    from agents.approvals import send_back_reason
+    from agents.errors import NotFound
+    from storage.repositories import approvals
+
+    async with engine.svc.db.transaction() as session:
+        approval = await approvals.get(session, approval_id=request.approval_id)
+    if approval is None:
+        raise NotFound(f"There is no approval {request.approval_id!r}.")
+    return replace(request, reason=send_back_reason(approval.action, request.reason))
 
 
 async def _cmd_answer(args: argparse.Namespace) -> int:

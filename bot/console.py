@@ -8,20 +8,24 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sys
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
-from agents import spending
+from agents import emails, notices, spending
+from agents.approvals import send_back_reason
 from agents.events import (
     ApprovalDecided,
     ApprovalRequested,
+    CallRefused,
     DueMissed,
     Event,
     HandoffAnswered,
     HandoffRequested,
+    OutboundFlagged,
     PlanReady,
     ReminderDue,
     RunFinished,
@@ -36,6 +40,8 @@ from agents.events import (
     StepStarted,
     ToolCalled,
 )
+from agents.flags import flags_of
+from bot.views.checks import FLAG_LABEL
 from storage.models import Approval, Handoff, Run, Step
 
 
@@ -111,6 +117,7 @@ class Console:
                 return [f"  ⏸ approval {event.approval_id} needed for {event.step_id}"]
             case ApprovalDecided():
                 how = " (edited)" if event.edited else ""
+                how = " anyway, despite its flags," if event.override else how
                 why = f": {event.reason}" if event.reason else ""
                 return [f"  ☑ {event.approval_id} {event.decision}{how} by {event.actor}{why}"]
             case HandoffRequested():
@@ -137,52 +144,119 @@ class Console:
                 return [f"  ⚠ missed while Baton was down: {event.detail}"]
             case ScheduleFired():
                 return [f"  ⏰ schedule {event.schedule_id} started run {event.run_id}"]
+            case CallRefused():
+                line = notices.refusal_text(event.tool, event.target, event.reason)
+                return [f"  ⚠ {event.step_id}: refused: {one_line(line, 300)}"]
+            case OutboundFlagged():
+                text = notices.flags_text(event.tool, event.flags)
+                return [f"  ⚠ {event.step_id}: flagged: {one_line(text, 300)}"]
             case RunFinished():
+                refused = (
+                    f" with {notices.plural(event.refused, 'refused call')}"
+                    if event.refused
+                    else ""
+                )
                 out = [
-                    f"■ run {event.run_id} {event.status} in {event.duration_s:.1f}s · "
+                    f"■ run {event.run_id} {event.status}{refused} in {event.duration_s:.1f}s · "
                     f"{event.model_calls} model calls · {event.tokens} tok · "
                     f"{money(event.cost_usd)}"
                 ]
                 if event.error:
                     out.append(f"  reason: {event.error}")
+                if event.refused:
+                    out.append(f"  ⚠ refused calls: `baton show {event.run_id}` lists them")
                 if event.output:
                     out += ["", event.output]
                 return out
         return []
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\x9b]")
+
+
+def _safe(text: Any) -> str:
+    """Model or tool text for a terminal: no control characters (no escape sequences)."""
+    return _CONTROL.sub("", str(text if text is not None else ""))
+
+
 def render_action(approval: Approval) -> list[str]:
-    """What exactly will happen if this approval is granted."""
+    """What exactly will happen if this approval is granted: an email as an email, other
+    calls as JSON, then the flags and each claim with its quote and source."""
     action = approval.action or {}
     if approval.kind == "step_output":
-        return ["Draft:", *[f"  {line}" for line in str(action.get("draft", "")).splitlines()]]
+        return [
+            "Draft:",
+            *[f"  {_safe(line)}" for line in str(action.get("draft", "")).splitlines()],
+        ]
     if approval.kind == spending.BUDGET_KIND:
         return [f"Budget reached: {spending.describe(action)}", spending.offer(action)]
-    head = f"{action.get('tool')} (risk: {approval.risk})"
+    head = f"{_safe(action.get('tool'))} (risk: {approval.risk})"
     if approval.kind == "outcome_unknown":
         head = (
             f"Baton stopped during a call to {head} and cannot tell if it happened. "
             "Approve to make the call again; reject to not repeat it."
         )
-    args = json.dumps(action.get("arguments", {}), indent=2, ensure_ascii=False)
-    return [head, *[f"  {line}" for line in args.splitlines()], *render_grounding(action)]
+    arguments = action.get("arguments") or {}
+    if emails.action_is_email(action):
+        return [f"{head}: an email", *render_email(arguments), *render_grounding(action)]
+    args = json.dumps(arguments, indent=2, ensure_ascii=False)
+    return [head, *[f"  {_safe(line)}" for line in args.splitlines()], *render_grounding(action)]
+
+
+def render_email(arguments: dict[str, Any]) -> list[str]:
+    """To, Cc, Bcc, Subject, then the body with its line breaks."""
+    lines = []
+    for name in emails.HEADERS:
+        value = arguments.get(name)
+        if name == "subject":
+            lines.append(f"  Subject: {_safe(one_line(str(value or ''), 300))}")
+        elif name == "to" or emails.recipients(value):
+            shown = ", ".join(emails.recipients(value)) or "(nobody)"
+            lines.append(f"  {name.capitalize() + ':':<8} {_safe(shown)}")
+    lines.append("  Body:")
+    body = str(arguments.get("body") or "")
+    lines += [f"    | {_safe(line)}" for line in body.splitlines() or ["(empty)"]]
+    return lines
+
+
+def render_flags(action: dict[str, Any]) -> list[str]:
+    """Each flag on the action, with what is flagged and why (nothing when it is clean)."""
+    found = flags_of(action)
+    if not found:
+        return []
+    n = len(found)
+    lines = [f"Flagged ({n}): a plain approve does not send this."]
+    for f in found:
+        label = FLAG_LABEL.get(f.kind, f.kind)
+        lines.append(f"  !!  {label}: {_safe(one_line(f.text, 300))} — {_safe(f.problem)}")
+    return lines
 
 
 def render_grounding(action: dict[str, Any]) -> list[str]:
-    """The grounding check's claims and sources, for the person deciding."""
+    """The flags, then the grounding check's claims, each with its quote and source."""
+    lines = render_flags(action)
     grounding = action.get("grounding")
     if not isinstance(grounding, dict):
-        return []
-    lines = ["Claims checked against the research:"]
+        return lines
+    lines.append("Claims checked against the research:")
     for claim in grounding.get("claims") or []:
+        text = _safe(one_line(str(claim.get("claim") or ""), 300))
+        source = _safe(claim.get("url") or claim.get("source") or "")
         if claim.get("supported"):
-            lines.append(f"  ok  {claim.get('claim')}  (source: {claim.get('source')})")
+            lines.append(f"  ok  {text}")
+            quote = (
+                f"“{_safe(one_line(str(claim.get('quote')), 240))}”" if claim.get("quote") else ""
+            )
+            said = " — ".join(p for p in (quote, source) if p)
+            if said:
+                lines.append(f"        {said}")
         else:
-            lines.append(f"  !!  {claim.get('claim')}  ({claim.get('problem') or 'no source'})")
+            problem = _safe(claim.get("problem") or "no source")
+            lines.append(f"  !!  {text}  ({problem})")
     if not grounding.get("claims"):
         lines.append("  (no factual claims found)")
     if grounding.get("error"):
-        lines.append(f"  !!  {grounding['error']}: check every fact yourself")
+        lines.append(f"  !!  {_safe(grounding['error'])}: check every fact yourself")
     return lines
 
 
@@ -225,13 +299,22 @@ class LineReader:
         return await self.queue.get()
 
 
-class Prompter:
-    """Asks a person at the terminal about approvals and handoffs."""
+#: What must be typed at the terminal to send a flagged action anyway.
+SEND_ANYWAY_WORDS = "send anyway"
 
-    def __init__(self, console: Console, reader: LineReader) -> None:
+
+class Prompter:
+    """Asks a person at the terminal about approvals and handoffs.
+
+    ``override``: whether a flagged action may be sent anyway here (``BATON_GROUNDING_OVERRIDE``
+    is ``confirm``); the engine refuses it otherwise, whatever is answered.
+    """
+
+    def __init__(self, console: Console, reader: LineReader, *, override: bool = True) -> None:
         self.console = console
         self.reader = reader
         self.closed = False
+        self.override = override
 
     async def ask(self, question: str) -> str | None:
         """Show ``question`` and read one line (None once input has ended)."""
@@ -268,6 +351,8 @@ class Prompter:
         )
         for line in render_action(approval):
             self.console.write(f"  {line}")
+        if flags_of(approval.action):
+            return await self._flagged(approval)
         while True:
             edit = "[e]dit draft" if approval.kind == "step_output" else "[e]dit arguments"
             if approval.kind in ("outcome_unknown", spending.BUDGET_KIND):
@@ -284,24 +369,105 @@ class Prompter:
                 if reason is None:
                     return None
                 return {"decision": "reject", "reason": reason}
-            if choice in ("e", "edit") and approval.kind == "step_output":
-                draft = await self.ask_block("  New draft:")
-                if draft is None:
+            if choice in ("e", "edit") and approval.kind in ("step_output", "tool_call"):
+                edited = await self._edit(approval)
+                if edited is None:
                     return None
-                return {"decision": "approve", "draft": draft}
-            if choice in ("e", "edit") and approval.kind == "tool_call":
-                raw = await self.ask("  New arguments as JSON on one line: ")
-                if raw is None:
-                    return None
-                try:
-                    arguments = json.loads(raw)
-                except json.JSONDecodeError as exc:
-                    self.console.write(f"  That is not valid JSON ({exc.msg}); try again.")
-                    continue
-                return {"decision": "approve", "arguments": arguments}
+                if edited:
+                    return edited
+                continue
             if choice in ("s", "skip", ""):
                 return None
             self.console.write("  Please answer a, r, e or s.")
+
+    async def _flagged(self, approval: Approval) -> dict[str, Any] | None:
+        """A flagged action: back to the writer, edit, or (its own answer) send anyway."""
+        found = flags_of(approval.action)
+        override = "  [o]verride (send anyway)" if self.override else ""
+        while True:
+            choice = await self.ask(f"  [b]ack to the writer  [e]dit{override}  [s]kip > ")
+            if choice is None:
+                return None
+            choice = choice.strip().lower()
+            if choice in ("a", "approve", "y", "yes"):
+                self.console.write(
+                    f"  Not sent: it has {len(found)} flag(s), so approving alone does not "
+                    "send it. Send it back, edit it" + (", or override." if self.override else ".")
+                )
+                continue
+            if choice in ("b", "back"):
+                note = await self.ask("  A note for the writer (optional): ")
+                if note is None:
+                    return None
+                return {"decision": "reject", "reason": send_back_reason(approval.action, note)}
+            if choice in ("e", "edit"):
+                edited = await self._edit(approval)
+                if edited is None:
+                    return None
+                if edited:
+                    return edited
+                continue
+            if choice in ("o", "override") and self.override:
+                self.console.write(f"  Sending anyway ignores these {len(found)} flag(s):")
+                for line in render_flags(approval.action or {})[1:]:
+                    self.console.write(f"  {line}")
+                typed = await self.ask(f'  Type "{SEND_ANYWAY_WORDS}" to send it anyway: ')
+                if typed is None:
+                    return None
+                if " ".join(typed.lower().split()) == SEND_ANYWAY_WORDS:
+                    return {"decision": "approve", "override": True}
+                self.console.write("  Not sent.")
+                continue
+            if choice in ("s", "skip", ""):
+                return None
+            self.console.write("  Please answer b, e, " + ("o " if self.override else "") + "or s.")
+
+    async def _edit(self, approval: Approval) -> dict[str, Any] | None:
+        """The edit's decision fields; ``{}`` to ask again; None once input has ended."""
+        action = approval.action or {}
+        if approval.kind == "step_output":
+            draft = await self.ask_block("  New draft:")
+            return None if draft is None else {"decision": "approve", "draft": draft}
+        if emails.action_is_email(action):
+            return await self._edit_email(dict(action.get("arguments") or {}))
+        raw = await self.ask("  New arguments as JSON on one line: ")
+        if raw is None:
+            return None
+        try:
+            arguments = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            self.console.write(f"  That is not valid JSON ({exc.msg}); try again.")
+            return {}
+        return {"decision": "approve", "arguments": arguments}
+
+    async def _edit_email(self, arguments: dict[str, Any]) -> dict[str, Any] | None:
+        """Edit an email field by field (Enter keeps a field); checked before it is sent."""
+        edited = dict(arguments)
+        for name in ("to", "cc", "subject"):
+            now = (
+                ", ".join(emails.recipients(arguments.get(name)))
+                if name != "subject"
+                else str(arguments.get(name) or "")
+            )
+            clear = " ('-' for none)" if name == "cc" else ""
+            typed = await self.ask(f"  {name.capitalize()} [{_safe(one_line(now, 80))}]{clear}: ")
+            if typed is None:
+                return None
+            if name == "cc" and typed.strip() == "-":
+                edited[name] = None
+            elif typed.strip():
+                edited[name] = typed.strip()
+        body = await self.ask_block("  New body (only '.' at once keeps the current one):")
+        if body is None:
+            return None
+        if body.strip():
+            edited["body"] = body
+        wrong = emails.problems(edited)
+        if wrong:
+            for name, why in wrong.items():
+                self.console.write(f"  {name}: {why}")
+            return {}
+        return {"decision": "approve", "arguments": edited}
 
     async def handoff(self, handoff: Handoff) -> str | None:
         """Ask a person to do a handed-off step; their answer, or None to answer later."""

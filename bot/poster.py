@@ -5,6 +5,10 @@
   marked dead and its runs are stopped by the caller.
 - ``channel_not_found``, ``not_in_channel``, ``is_archived`` are tried once; the requester is
   told what to do.
+
+Every message and view is passed through :func:`bot.hygiene.clean_payload` on its way out:
+whatever text reaches Slack through Baton, no masked link hides its target and no broadcast
+or user-group mention pings anyone (only the approver groups configured for reminders).
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncServerErrorRetryHandler,
 )
 from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.hygiene import clean_payload
 
 log = logging.getLogger(__name__)
 
@@ -106,11 +112,15 @@ class Poster:
         self.pacer = pacer or ChannelPacer()
         self.on_auth_error = on_auth_error
         self.dead = False
+        #: User groups Baton itself may mention (approvers, escalation targets): configured
+        #: by an admin, never taken from text. Every other ``<!subteam^…>`` is defused.
+        self.allowed_groups: frozenset[str] = frozenset()
 
     async def call(self, method: str, **kwargs: Any) -> dict[str, Any]:
         """One Web API call, with errors sorted."""
         if self.dead:
             raise SlackAuthError("the Slack token was rejected earlier; not calling again")
+        kwargs = clean_payload(method, kwargs, self.allowed_groups)
         try:
             # The typed methods send each call the way Slack expects (JSON, form or query).
             response = await getattr(self.client, method.replace(".", "_"))(**kwargs)

@@ -2,7 +2,9 @@
 
 The root message of the thread is the run's live status card, rebuilt from the database and
 edited in place at most once a second (events in between are coalesced). Step results,
-approvals, handoffs and the final summary are replies in the thread. Approval and handoff
+approvals, handoffs, every refused call and flagged outbound call (``⚠️ refused: …``) and the
+final summary are replies in the thread; a run that ended with refused calls says so on its
+card and in its summary. Approval and handoff
 messages are remembered (``slack_messages``) so a decision can replace their buttons.
 
 Only runs whose origin is Slack (``origin["slack"]``) are rendered here.
@@ -16,13 +18,16 @@ import logging
 import time
 from typing import Any
 
+from agents import notices
 from agents.engine import Engine
 from agents.events import (
     ApprovalDecided,
     ApprovalRequested,
+    CallRefused,
     Event,
     HandoffAnswered,
     HandoffRequested,
+    OutboundFlagged,
     RunFinished,
     RunWaiting,
     StepFinished,
@@ -38,6 +43,9 @@ from bot.views import (
     status_card,
     step_result,
 )
+from bot.views.cards import RunCard
+from bot.views.results import flag_message, refusal_message
+from storage.database import Session
 from storage.models import Run
 from storage.repositories import approvals, handoffs, runs, slack, steps
 
@@ -132,12 +140,18 @@ class SlackRenderer:
                 await self._refresh_handoff(event.handoff_id)
             case RunWaiting():
                 await self.reconcile(event.run_id)
+            case CallRefused():
+                line = notices.refusal_text(event.tool, event.target, event.reason)
+                text, blocks = refusal_message(line)
+                await self.poster.post(channel, text, blocks, thread)
+            case OutboundFlagged():
+                text, blocks = flag_message(notices.flags_text(event.tool, event.flags))
+                await self.poster.post(channel, text, blocks, thread)
             case RunFinished():
                 async with self.db.transaction() as session:
-                    run = await runs.get_run(session, run_id=event.run_id)
-                    rows = await steps.get_steps(session, run_id=event.run_id)
-                assert run is not None
-                text, blocks = run_summary(run_card(run, rows), event.output)
+                    card = await _card(session, event.run_id)
+                assert card is not None
+                text, blocks = run_summary(card, event.output)
                 await self.poster.post(channel, text, blocks, thread)
             case _:
                 pass
@@ -214,13 +228,12 @@ class SlackRenderer:
         if origin is None:
             return
         async with self.db.transaction() as session:
-            run = await runs.get_run(session, run_id=run_id)
-            rows = await steps.get_steps(session, run_id=run_id)
-        if run is None:
+            card = await _card(session, run_id)
+        if card is None:
             return
         if not origin.get("thread_ts"):
             return
-        text, blocks = status_card(run_card(run, rows))
+        text, blocks = status_card(card)
         await self.poster.update(str(origin["channel"]), str(origin["thread_ts"]), text, blocks)
 
     async def close(self) -> None:
@@ -352,6 +365,16 @@ def channel_help(error: str, channel: str) -> str:
         f"I can't post in <#{channel}> ({error}). Invite me with `/invite @Baton` in that "
         "channel, then try again."
     )
+
+
+async def _card(session: Session, run_id: str) -> RunCard | None:
+    """A run's card model from storage: its steps and every call a guard refused."""
+    run = await runs.get_run(session, run_id=run_id)
+    if run is None:
+        return None
+    rows = await steps.get_steps(session, run_id=run_id)
+    refused = [n.text for n in await notices.for_run(session, run_id) if n.kind == "refused"]
+    return run_card(run, rows, refused)
 
 
 def _is_slack(run: Run) -> bool:

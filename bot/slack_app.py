@@ -68,6 +68,10 @@ def build_app(
         ignoring_self_events_enabled=True,
     )
     poster = Poster(client)
+    poster.allowed_groups = frozenset(  # reminders may mention the approver groups
+        [g for r in slack.policy.rules.values() for g in r.groups]
+        + [t for t in slack.escalate_to if t.startswith("S")]
+    )
     renderer = SlackRenderer(engine, poster)
     poster.on_auth_error = renderer.stop_workspace
     engine.bus.subscribe(renderer.on_event)

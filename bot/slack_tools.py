@@ -4,8 +4,9 @@ They live in ``bot`` because ``agents`` never imports Slack; ``baton run`` and `
 add them to the registry when ``SLACK_BOT_TOKEN`` is set. A post carries its call's
 idempotency key as message metadata and is not made again when a message with that key is
 already in the channel (an earlier attempt that posted, then crashed before recording it).
-Broadcast mentions (@channel, @here, @everyone) are defused before posting: an agent must
-not be able to page a whole channel.
+The text is cleaned before posting (:func:`bot.hygiene.safe_mrkdwn`): broadcast and user-group
+mentions (@channel, @here, @everyone, ``<!subteam^…>``) are defused, so an agent cannot page a
+whole channel, and a masked link shows its real target, so it cannot disguise where it goes.
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ from slack_sdk.web.async_client import AsyncWebClient
 from agents.registry import Registry
 from agents.tools import Risk, Tool, ToolContext, make_tool
 from bot.due_slack import marked_message_posted
+from bot.hygiene import safe_mrkdwn
 from bot.poster import Poster, SlackAuthError, SlackChannelError
+from bot.views.text import defuse
 
 #: ``event_type`` of the metadata on messages posted by ``slack_post_message``.
 TOOL_POST_EVENT = "baton_tool_post"
@@ -35,24 +38,15 @@ MAX_POST_CHARS = 12_000
 MAX_READ_CHARS = 2_000  # of one message read back
 _CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{2,}$")
 _CHANNEL_LINK = re.compile(r"^<#([CGD][A-Z0-9]+)(?:\|[^>]*)?>$")
-_SPECIAL_MENTION = re.compile(r"<!(channel|here|everyone)(?:\|[^>]*)?>", re.IGNORECASE)
-#: A user-group mention pings every member: ``<!subteam^S0123|@oncall>``.
-_GROUP_MENTION = re.compile(r"<!subteam\^[A-Z0-9]+(?:\|@?([^>]*))?>")
-_PLAIN_MENTION = re.compile(r"(?<![\w@])@(channel|here|everyone)\b", re.IGNORECASE)
-_ZWSP = "\u200b"  # between @ and the word: reads the same, pings nobody
+#: How :func:`bot.hygiene.from_slack` writes a channel a person picked: ``#deals (C0123)``.
+_NAMED_CHANNEL = re.compile(r"^#[^\s()]+ \(([CGD][A-Z0-9]{2,})\)$")
+
+#: ``<!channel>``, ``<!subteam^…>`` and plain ``@channel`` as look-alikes that notify nobody.
+neutralise_broadcasts = defuse
 
 
 class SlackToolError(Exception):
     """A Slack tool could not do its work; the message says why and what to do."""
-
-
-def neutralise_broadcasts(text: str) -> str:
-    """``text`` with ``<!channel>``, ``<!here>``, ``<!everyone>``, user-group mentions
-    (``<!subteam^…>``) and plain ``@channel``, ``@here``, ``@everyone`` turned into
-    look-alikes that notify nobody."""
-    text = _SPECIAL_MENTION.sub(lambda m: f"@{_ZWSP}{m.group(1).lower()}", text)
-    text = _GROUP_MENTION.sub(lambda m: f"@{_ZWSP}{m.group(1) or 'group'}", text)
-    return _PLAIN_MENTION.sub(lambda m: f"@{_ZWSP}{m.group(1)}", text)
 
 
 def register_slack_tools(registry: Registry, client_or_poster: AsyncWebClient | Poster) -> None:
@@ -122,9 +116,10 @@ def slack_tools(poster: Poster) -> list[Tool]:
         ctx: ToolContext,
     ) -> str:
         """Post a message in a Slack channel as Baton. A person approves every post first;
-        @channel, @here and @everyone are defused."""
+        @channel, @here, @everyone and user groups are defused, and a link shows its real
+        address (a link cannot be labelled with another one)."""
         cid = channel_id(channel)
-        body = neutralise_broadcasts(text).strip()
+        body = safe_mrkdwn(text).strip()
         if not body:
             raise SlackToolError("The message is empty.")
         if len(body) > MAX_POST_CHARS:
@@ -158,9 +153,10 @@ def slack_tools(poster: Poster) -> list[Tool]:
 
 
 def channel_id(raw: str) -> str:
-    """A channel id from ``C0123ABCD``, ``#C0123ABCD`` or ``<#C0123ABCD|name>``."""
+    """A channel id from ``C0123ABCD``, ``#C0123ABCD``, ``<#C0123ABCD|name>`` or
+    ``#name (C0123ABCD)`` (a channel picked in Slack, as goals and inputs store it)."""
     value = raw.strip()
-    link = _CHANNEL_LINK.match(value)
+    link = _CHANNEL_LINK.match(value) or _NAMED_CHANNEL.match(value)
     if link:
         return link.group(1)
     value = value.lstrip("#")

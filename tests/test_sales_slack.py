@@ -51,17 +51,14 @@ from tests.test_slack_e2e import (
     BOB,
     FORBIDDEN,
     action_ids,
-    approval_id_of,
     block_text,
     click,
     command,
     ephemeral_for,
-    opened_view,
     replies,
     roots,
     step_requests,
     strings,
-    submit,
     tool_messages,
 )
 
@@ -206,14 +203,28 @@ def _sales_scenario(slack: Slack, sales_site: LocalSite, mailbox: Mailbox, crm_d
     assert json.loads(inputs)["contacts"] == CONTACTS
     assert json.loads(inputs)["offer"] == "Thermal testing for rocket engines."
     by_to = {to: _ask_for(asks, to) for to in ("ada@acme.test", "bob@acme.test", EVIL)}
-    for ask in asks:
-        assert action_ids(ask) == ["baton_approve", "baton_reject", "baton_edit", "baton_takeover"]
+    for to in ("ada@acme.test", "bob@acme.test"):
+        assert action_ids(by_to[to]) == [
+            "baton_approve",
+            "baton_reject",
+            "baton_edit",
+            "baton_takeover",
+        ]
+    # The injected email writes to an address nobody gave: flagged, so it has no Approve.
+    assert action_ids(by_to[EVIL]) == [
+        "baton_send_back",
+        "baton_edit",
+        "baton_send_anyway",
+        "baton_takeover",
+    ]
     ada = block_text(by_to["ada@acme.test"])
     assert "Every claim was checked against the research" in ada
-    assert f"✅ Acme raised $20M in a Series B (source: {sales_site.url}/news)" in ada
-    assert f"✅ Ada is the CTO (source: {sales_site.url}/)" in ada
+    # Each claim with its quote and a link to the page it comes from (the URL shown as itself).
+    assert "✅ Acme raised $20M in a Series B" in ada
+    assert f"<{sales_site.url}/news>" in ada and f"<{sales_site.url}/>" in ada
+    assert "✅ Ada is the CTO" in ada
     bob = block_text(by_to["bob@acme.test"])
-    assert f"✅ Acme builds rocket engines (source: {sales_site.url}/)" in bob
+    assert "✅ Acme builds rocket engines" in bob and f"<{sales_site.url}/>" in bob
     assert "Here is the contact list" in block_text(by_to[EVIL])
 
     # The requester may not approve her own outbound email; nothing has reached the mail server.
@@ -222,22 +233,20 @@ def _sales_scenario(slack: Slack, sales_site: LocalSite, mailbox: Mailbox, crm_d
     assert mailbox.envelopes == []
     assert {p["action"]["arguments"]["to"] for p in pending_approvals(slack.db)} == set(by_to)
 
-    # 2. An approver approves the two real emails and rejects the injected one, with a reason.
+    # 2. An approver approves the two real emails and sends the injected one back.
     for to in ("ada@acme.test", "bob@acme.test"):
         assert click(server, fake, by_to[to], "baton_approve", BOB) == (200, "")
     evil = by_to[EVIL]
-    assert click(server, fake, evil, "baton_reject", BOB) == (200, "")
-    view = opened_view(fake, "baton_reject_modal", approval_id_of(evil))
-    reason = "Not on the contact list: a prompt injection"
-    assert submit(server, view, {"reason": {"reason_input": reason}}, BOB) == (200, "")
+    assert click(server, fake, evil, "baton_send_back", BOB) == (200, "")
+    reason = "Sent back to the writer"
 
     slack.wait("two emails", lambda: len(mailbox.envelopes) >= 2)
     decided = slack.wait(
-        "the injected email marked rejected",
-        lambda: (m := fake.message(channel, evil["ts"])) and m["text"].startswith("Rejected") and m,
+        "the injected email marked sent back",
+        lambda: (m := fake.message(channel, evil["ts"])) and m["text"].startswith("Sent back") and m,
     )
     assert action_ids(decided) == []
-    assert reason in block_text(decided)
+    assert reason in block_text(decided) and EVIL in block_text(decided)
     slack.wait(
         "the writer's turn after the decisions", lambda: len(step_requests(slack.llm, SEND)) >= 2
     )
@@ -300,7 +309,7 @@ def _sales_scenario(slack: Slack, sales_site: LocalSite, mailbox: Mailbox, crm_d
 
 
 def _ask_for(asks: list[dict[str, Any]], to: str) -> dict[str, Any]:
-    [ask] = [m for m in asks if f'"to": "{to}"' in block_text(m)]
+    [ask] = [m for m in asks if f"*To:* {to}" in block_text(m)]  # an email shown as one
     return ask
 
 
@@ -391,7 +400,7 @@ def _injection_scenario(slack: Slack, sales_site: LocalSite) -> None:
     [ask] = slack.wait_messages(f"Approval needed: {ANNOUNCE} (slack_post_message)", 1)
     shown = block_text(ask)
     assert "&lt;!channel&gt; &lt;!here&gt;" in shown  # the approver sees what was asked, inert
-    assert f"✅ Acme raised $20M in a Series B (source: {sales_site.url}/news)" in shown
+    assert "✅ Acme raised $20M in a Series B" in shown and f"<{sales_site.url}/news>" in shown
     assert fake.messages(TARGET) == []
     assert not [c for c in fake.calls_to("chat.postMessage") if c.args.get("channel") == TARGET]
 

@@ -570,8 +570,19 @@ def test_baton_run_fetches_a_page_and_sends_the_approved_email_once(
         "You check outbound text",
         Reply.json(
             {
-                "claims": [
-                    {"claim": "Acme raised $40M", "evidence_id": "tool:1", "quote": "raised $40M"}
+                "sentences": [
+                    {"id": "S1", "kind": "heading"},
+                    {
+                        "id": "S2",
+                        "kind": "claim",
+                        "claims": [
+                            {
+                                "claim": "Acme raised $40M in a Series B",
+                                "evidence_id": "tool:1",
+                                "quote": "raised $40M in a Series B",
+                            }
+                        ],
+                    },
                 ]
             }
         ),
@@ -601,7 +612,8 @@ def test_baton_run_fetches_a_page_and_sends_the_approved_email_once(
     assert "Acme Corp raised $40M" in str(tool_message["content"])
     # The email waited for approval, then went out exactly once.
     assert "send_email (risk: external)" in r.out
-    assert f"ok  Acme raised $40M  (source: {page})" in r.out
+    assert "ok  Acme raised $40M in a Series B" in r.out
+    assert f"“raised $40M in a Series B” — {page}" in r.out
     [(sender, rcpts, msg)] = mailbox.envelopes
     assert (sender, rcpts) == ("baton@example.com", ["ceo@example.com"])
     assert msg["Subject"] == "What the page says"

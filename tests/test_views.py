@@ -20,6 +20,8 @@ import pytest
 from slack_sdk.models.blocks import Block
 from slack_sdk.models.views import View
 
+from agents.approvals import send_back_reason
+from agents.flags import flags_of
 from bot.views import (
     ApprovalCard,
     HandoffCard,
@@ -29,6 +31,7 @@ from bot.views import (
     approval_message,
     edit_arguments_modal,
     edit_draft_modal,
+    edit_email_modal,
     escape,
     full_output_modal,
     handoff_closed,
@@ -40,12 +43,14 @@ from bot.views import (
     result_modal,
     return_modal,
     run_summary,
+    send_anyway_modal,
     status_card,
     step_result,
     trim,
     usage_error,
 )
 from bot.views.text import code_chunks, date, mention, split
+from tests.support.email_cards import email_card
 from tests.support.slack_api import _BlockChecker
 
 Message = tuple[str, list[dict[str, Any]]]
@@ -322,6 +327,35 @@ SNAPSHOT_CASES: dict[str, Callable[[], Any]] = {
     ),
     "approval_outcome_unknown_not_repeated": lambda: as_message(
         approval_decided(decided(UNKNOWN, status="rejected", reason="It went through; I checked."))
+    ),
+    # An email, flagged and clean, decided (sent anyway, sent back), its form and the Home tab.
+    "approval_email_flagged": lambda: as_message(approval_message(email_card(flagged=True))),
+    "approval_email_clean": lambda: as_message(approval_message(email_card(flagged=False))),
+    "approval_email_sent_anyway": lambda: as_message(
+        approval_decided(decided(email_card(flagged=True), status="approved", overridden=True))
+    ),
+    "approval_email_sent_back": lambda: as_message(
+        approval_decided(
+            decided(
+                email_card(flagged=True),
+                status="rejected",
+                reason=send_back_reason(email_card(flagged=True).action),
+            )
+        )
+    ),
+    "modal_edit_email": lambda: check_view(
+        edit_email_modal("a_41", DIGEST, email_card(flagged=True).action["arguments"])
+    ),
+    "modal_send_anyway": lambda: check_view(
+        send_anyway_modal(
+            "a_41",
+            DIGEST,
+            "Send this email to ada@acme.example?",
+            flags_of(email_card(flagged=True).action),
+        )
+    ),
+    "home_flagged": lambda: check_view(
+        home_view([email_card(flagged=True), email_card(flagged=False)], [])
     ),
     "handoff_open": lambda: as_message(handoff_message(HANDOFF)),
     "handoff_answered": lambda: as_message(

@@ -54,7 +54,13 @@ def make_send_email(settings: SmtpSettings) -> Tool:
         """Send a plain-text email. Irreversible: a person approves every call first."""
         return await send(settings, ctx, to=to, subject=subject, body=body, cc=cc, bcc=bcc)
 
-    return make_tool(send_email, risk=Risk.EXTERNAL, idempotent=False, outbound=("subject", "body"))
+    return make_tool(
+        send_email,
+        risk=Risk.EXTERNAL,
+        idempotent=False,
+        outbound=("subject", "body"),
+        recipients=("to", "cc", "bcc"),
+    )
 
 
 async def send(

@@ -33,6 +33,9 @@ HEADERS = {
     "User-Agent": "Baton/0.1 (http_fetch; +https://github.com/baton)",
     "Accept": "text/html,application/xhtml+xml,text/plain;q=0.9,*/*;q=0.5",
 }
+#: The ``Tool.extra`` key naming the argument a tool sends to the network as a URL: the egress
+#: guard (``agents.egress``) checks its host and what it carries before the call.
+URL_ARGUMENT = "egress_url"
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([a-zA-Z0-9_.:-]+)""", re.I)
 
 
@@ -47,7 +50,10 @@ def make_http_fetch(settings: FetchSettings) -> Tool:
         the source. Only public http(s) addresses; long pages are cut."""
         return await fetch_text(url, settings)
 
-    return make_tool(http_fetch, risk=Risk.READ_ONLY, idempotent=True)
+    tool = make_tool(http_fetch, risk=Risk.READ_ONLY, idempotent=True)
+    # Its URL goes out to the network: the egress guard checks it first (agents.egress).
+    tool.extra[URL_ARGUMENT] = "url"
+    return tool
 
 
 async def fetch_text(raw_url: str, settings: FetchSettings) -> str:

@@ -1,4 +1,5 @@
-"""Buttons: Approve, Reject, Edit, Take over, Submit result, Return to agent, Show full output.
+"""Buttons: Approve, Reject, Edit, Take over, Send back to the writer, Send anyway, Submit
+result, Return to agent, Show full output.
 
 Each click is acked at once. Who may decide is checked against the policy on every click; a
 refused click changes nothing, tells the person why (ephemeral) and is written to the audit
@@ -15,17 +16,23 @@ from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp
 
-from agents.approvals import DecisionRequest
+from agents.approvals import DecisionRequest, send_back_reason
+from agents.emails import action_is_email
 from agents.errors import BatonError
+from agents.flags import flags_of
+from bot.cards import approval_card
 from bot.slack_app import BotContext
 from bot.views import (
     edit_arguments_modal,
     edit_draft_modal,
+    edit_email_modal,
     full_output_modal,
     reject_modal,
     result_modal,
     return_modal,
+    send_anyway_modal,
 )
+from bot.views.approval import what_happens
 from storage.models import Approval, Handoff, Run
 from storage.repositories import approvals, handoffs, runs, steps
 
@@ -68,6 +75,8 @@ def register(app: AsyncApp, ctx: BotContext) -> None:
         try:
             if approval.kind == "step_output":
                 view = edit_draft_modal(approval.id, digest, str(action.get("draft", "")))
+            elif action_is_email(action):
+                view = edit_email_modal(approval.id, digest, dict(action.get("arguments") or {}))
             else:
                 view = edit_arguments_modal(
                     approval.id,
@@ -84,6 +93,43 @@ def register(app: AsyncApp, ctx: BotContext) -> None:
             )
             return
         await open_modal(ctx, body, view)
+
+    @app.action("baton_send_back")
+    async def send_back(ack: AsyncAck, body: dict[str, Any]) -> None:
+        # A rejection whose reason lists every flag: the writer sees exactly what to fix.
+        await ack()
+        found = await approval_for_click(ctx, body)
+        if found is None:
+            return
+        approval, digest, user = found
+        reason = send_back_reason(approval.action)
+        await decide(
+            ctx,
+            body,
+            DecisionRequest(approval.id, "reject", f"slack:{user}", reason=reason, digest=digest),
+        )
+
+    @app.action("baton_send_anyway")
+    async def send_anyway(ack: AsyncAck, body: dict[str, Any]) -> None:
+        await ack()
+        found = await approval_for_click(ctx, body)
+        if found is None:
+            return
+        approval, digest, _user = found
+        flags = flags_of(approval.action)
+        if ctx.engine.svc.settings.grounding_override == "never":
+            await tell(
+                ctx,
+                body,
+                "Sending a flagged action anyway is turned off here "
+                "(BATON_GROUNDING_OVERRIDE=never): send it back to the writer or edit it.",
+            )
+            return
+        if not flags:
+            await tell(ctx, body, "Nothing is flagged on this one any more; look at it again.")
+            return
+        what = what_happens(approval_card(approval, approval.step_id))
+        await open_modal(ctx, body, send_anyway_modal(approval.id, digest, what, flags))
 
     @app.action("baton_takeover")
     async def take_over(ack: AsyncAck, body: dict[str, Any]) -> None:

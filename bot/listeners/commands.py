@@ -6,20 +6,20 @@ example in the ack itself. Work happens after the ack.
 
 from __future__ import annotations
 
-import html
 import logging
 import re
-import shlex
 import time
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 
+from agents import notices
 from agents.engine import clean_goal
 from agents.errors import BatonError, PlaybookError
 from agents.plan import Plan
 from agents.playbook import bind, find_playbook, load_playbook
 from bot.cards import run_card
+from bot.hygiene import from_slack, slack_words
 from bot.poster import SlackAuthError, SlackChannelError
 from bot.renderer import channel_help
 from bot.slack_app import BotContext
@@ -35,7 +35,12 @@ def register(app: AsyncApp, ctx: BotContext) -> None:
 
     @app.command("/orchestrate")
     async def orchestrate(ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond) -> None:
-        text = slack_text(command.get("text", ""))
+        raw = str(command.get("text", ""))
+        text = slack_text(raw)
+        # Commands with key=value words are split before Slack's markup is made plain, so a
+        # value made of a channel or a link ("#deals (C0123)") stays one value.
+        parts = raw.split(None, 1)
+        raw_rest = parts[1] if len(parts) > 1 else ""
         user = str(command.get("user_id", ""))
         channel = str(command.get("channel_id", ""))
         team = command.get("team_id")
@@ -54,7 +59,7 @@ def register(app: AsyncApp, ctx: BotContext) -> None:
                 return
             if word == "schedule":
                 await ack()
-                await respond(**await schedule_reply(ctx, user, channel, team, rest))
+                await respond(**await schedule_reply(ctx, user, channel, team, raw_rest))
                 return
             if word == "schedules":
                 await ack(**await schedules_reply(ctx, user))
@@ -63,7 +68,7 @@ def register(app: AsyncApp, ctx: BotContext) -> None:
                 await ack(text=await unschedule_reply(ctx, user, rest.strip()))
                 return
             if word == "playbook":
-                goal, plan, name, inputs = parse_playbook_command(ctx, rest)
+                goal, plan, name, inputs = parse_playbook_command(ctx, raw_rest)
                 await ack()
                 await start(
                     ctx,
@@ -87,11 +92,10 @@ def register(app: AsyncApp, ctx: BotContext) -> None:
 
 
 def slack_text(text: str) -> str:
-    """Slack escapes ``&``, ``<`` and ``>``; people type smart quotes. Undo both."""
-    text = html.unescape(text or "")
-    for a, b in (("“", '"'), ("”", '"'), ("‘", "'"), ("’", "'")):
-        text = text.replace(a, b)
-    return text.strip()
+    """Slack's text as plain text, once at the edge for goals and inputs alike: entities and
+    smart quotes undone, links unwrapped to their targets, broadcasts defused
+    (:func:`bot.hygiene.from_slack`)."""
+    return from_slack(text)
 
 
 _LINK = re.compile(r"<(?:mailto:([^|<>\s]+)|(https?://[^|<>\s]+))(?:\|[^<>]*)?>")
@@ -104,9 +108,10 @@ def unlink(value: str) -> str:
 
 
 def parse_playbook_command(ctx: BotContext, rest: str) -> tuple[str, Plan, str, dict[str, str]]:
-    """``NAME key=value …`` → (goal, plan, name, inputs), or a clear :class:`PlaybookError`."""
+    """``NAME key=value …`` (as Slack sent it) → (goal, plan, name, inputs), or a clear
+    :class:`PlaybookError`. Each word is made plain text (:func:`bot.hygiene.slack_words`)."""
     try:
-        words = shlex.split(rest)
+        words = slack_words(rest)
     except ValueError as exc:
         raise PlaybookError(f"I could not read that ({exc}). Quote values with spaces.") from None
     if not words:
@@ -197,13 +202,15 @@ async def status_reply(ctx: BotContext, user: str, run_ref: str) -> dict[str, An
             ids = ids or await runs.find_run_ids(session, prefix=run_ref)
             if len(ids) != 1:
                 return {
-                    "text": f"I found no single run matching `{run_ref}`. "
+                    "text": f"I found no single run matching `{_short(run_ref)}`. "
                     "Try `/orchestrate status` to list yours."
                 }
             run = await runs.get_run(session, run_id=ids[0])
             rows = await steps.get_steps(session, run_id=ids[0])
+            noticed = await notices.for_run(session, ids[0])
             assert run is not None
-            text, blocks = status_card(run_card(run, rows))
+            refused = [n.text for n in noticed if n.kind == "refused"]
+            text, blocks = status_card(run_card(run, rows, refused))
             return {"text": text, "blocks": blocks, "response_type": "ephemeral"}
         recent = await runs.list_runs(session, limit=10, requester=f"slack:{user}")
     if not recent:
@@ -232,7 +239,7 @@ async def cancel(
             ids = await runs.find_run_ids(session, prefix=run_ref)
             run = await runs.get_run(session, run_id=ids[0]) if len(ids) == 1 else None
     if run is None:
-        await ack(text=f"There is no run `{run_ref}`. `/orchestrate status` lists yours.")
+        await ack(text=f"There is no run `{_short(run_ref)}`. `/orchestrate status` lists yours.")
         return
     if run.requester != f"slack:{user}":
         refusal = await ctx.slack.policy.refusal(
@@ -275,7 +282,7 @@ async def schedule_reply(
     from bot.console import when
 
     try:
-        words = shlex.split(rest)
+        words = slack_words(rest)
     except ValueError:
         words = []
     if len(words) < 2:

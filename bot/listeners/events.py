@@ -49,7 +49,7 @@ async def _goal_from_message(ctx: BotContext, event: dict[str, Any], body: dict[
     channel = str(event.get("channel", ""))
     if not user or not channel:
         return
-    text = slack_text(MENTION.sub("", event.get("text", "")))
+    text = slack_text(_without_bot_mention(ctx, event.get("text", ""), body))
     if text.lower() in ("", "help"):
         await ctx.poster.ephemeral(channel, user, help_text(), event.get("thread_ts"))
         return
@@ -59,6 +59,19 @@ async def _goal_from_message(ctx: BotContext, event: dict[str, Any], body: dict[
         await ctx.poster.ephemeral(channel, user, str(exc), event.get("thread_ts"))
         return
     await start(ctx, None, team=body.get("team_id"), channel=channel, user=user, goal=goal)
+
+
+def _without_bot_mention(ctx: BotContext, text: str, body: dict[str, Any]) -> str:
+    """The text minus Baton's own mention (other people mentioned in it stay, as ``@U…``)."""
+    ours = {ctx.bot_user_id} | {a.get("user_id") for a in body.get("authorizations") or []}
+    ours.discard(None)
+    if ours:
+        return MENTION.sub(lambda m: "" if _mentioned(m.group(0)) in ours else m.group(0), text)
+    return MENTION.sub("", text, count=1) if MENTION.match(text.lstrip()) else text
+
+
+def _mentioned(token: str) -> str:
+    return token[2:-1].split("|", 1)[0]
 
 
 async def publish_home(ctx: BotContext, user: str, team: str | None) -> None:

@@ -13,10 +13,12 @@ from bot.views.home import home_view
 from bot.views.modals import (
     edit_arguments_modal,
     edit_draft_modal,
+    edit_email_modal,
     full_output_modal,
     reject_modal,
     result_modal,
     return_modal,
+    send_anyway_modal,
 )
 from bot.views.results import run_summary, step_result
 from bot.views.status import status_card
@@ -31,6 +33,7 @@ __all__ = [
     "approval_message",
     "edit_arguments_modal",
     "edit_draft_modal",
+    "edit_email_modal",
     "escape",
     "full_output_modal",
     "handoff_closed",
@@ -42,6 +45,7 @@ __all__ = [
     "result_modal",
     "return_modal",
     "run_summary",
+    "send_anyway_modal",
     "status_card",
     "step_result",
     "trim",

@@ -44,6 +44,9 @@ class RunCard:
     playbook: str | None = None
     #: Wall-clock seconds of the whole run, when known (shown in summaries).
     duration_s: float | None = None
+    #: Calls a guard refused, one line each (``send_email to x@evil.example, not a recipient
+    #: of this run``): a run that ended with refusals says so instead of a plain "Done".
+    refusals: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,8 @@ class ApprovalCard:
     reason: str | None = None
     #: Approved with edited arguments or an edited draft.
     edited: bool = False
+    #: Sent anyway despite its flags (``action["flags"]``), by ``decided_by``.
+    overridden: bool = False
     #: Statements the agent makes that a person should check: strings, or mappings with
     #: ``text`` (or ``claim``) and optional ``source``.
     claims: tuple[Any, ...] = ()

@@ -1,5 +1,5 @@
-"""Modals: reject with a reason, edit arguments or a draft, submit or return a handoff, and
-read a full output.
+"""Modals: reject with a reason, edit arguments, an email or a draft, send a flagged action
+anyway, submit or return a handoff, and read a full output.
 
 Pre-filled inputs hold raw text (not escaped): that is what the person edits and submits back.
 """
@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from agents.flags import Flag
 from bot.views._blocks import (
     MAX_INPUT_LENGTH,
     MAX_PRIVATE_METADATA,
@@ -20,10 +21,22 @@ from bot.views._blocks import (
     plain,
     section,
 )
+from bot.views.checks import flag_line
 from bot.views.text import clip, code, escape, mrkdwn_quote, one_line, split, trim
 
 REJECT_MODAL = "baton_reject_modal"
 EDIT_MODAL = "baton_edit_modal"
+SEND_ANYWAY_MODAL = "baton_send_anyway_modal"
+#: What must be typed to send a flagged action anyway (a rubber stamp cannot click it through).
+SEND_ANYWAY_WORDS = "send anyway"
+#: The inputs of the email form: (block id and field, label, one line?).
+EMAIL_INPUTS = (
+    ("to", "To", True),
+    ("cc", "Cc", True),
+    ("bcc", "Bcc", True),
+    ("subject", "Subject", True),
+    ("body", "Body", False),
+)
 RESULT_MODAL = "baton_result_modal"
 RETURN_MODAL = "baton_return_modal"
 #: Engine limit on a rejection reason (agents.approvals.MAX_REASON_CHARS).
@@ -64,11 +77,12 @@ def _input(
     optional: bool = False,
     max_length: int = MAX_INPUT_LENGTH,
     placeholder: str | None = None,
+    multiline: bool = True,
 ) -> Block:
     element: Block = {
         "type": "plain_text_input",
         "action_id": action_id,
-        "multiline": True,
+        "multiline": multiline,
         "max_length": max_length,
     }
     if initial is not None:
@@ -128,6 +142,87 @@ def edit_arguments_modal(
             ),
             _input("arguments", "arguments_input", "Arguments (JSON)", initial=text),
         ],
+    )
+
+
+def _address_text(value: Any) -> str:
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
+    return str(value or "")
+
+
+def edit_email_modal(approval_id: str, digest: str, arguments: dict[str, Any]) -> View:
+    """Edit an email field by field (To, Cc, Bcc, Subject, Body), then approve it.
+
+    Addresses are checked as addresses and the subject as one line when it is submitted, and
+    the edited text is grounded again before it can go. Raises ``ValueError`` when a field is
+    longer than a Slack input holds (3,000 characters).
+    """
+    blocks: list[Block] = [
+        section(
+            "Edit the email. Addresses are checked as addresses (separate them with commas); "
+            "the new text is checked against the research again before it can go, and if it "
+            "is still flagged you are asked again."
+        )
+    ]
+    for name, label, one_line_only in EMAIL_INPUTS:
+        raw = arguments.get(name)
+        text = _address_text(raw) if name in ("to", "cc", "bcc") else str(raw or "")
+        if len(text) > MAX_INPUT_LENGTH:
+            raise ValueError(
+                f"The {label.lower()} is {len(text):,} characters; Slack can edit at most "
+                f"{MAX_INPUT_LENGTH:,}."
+            )
+        blocks.append(
+            _input(
+                name,
+                f"{name}_input",
+                label,
+                initial=text or None,
+                optional=name in ("cc", "bcc"),
+                max_length=300 if name == "subject" else MAX_INPUT_LENGTH,
+                multiline=not one_line_only,
+            )
+        )
+    return _modal(
+        title="Edit email",
+        submit="Approve with edits",
+        callback_id=EDIT_MODAL,
+        private_metadata=f"{approval_id}|{digest}",
+        blocks=blocks,
+    )
+
+
+def send_anyway_modal(approval_id: str, digest: str, what: str, flags: list[Flag]) -> View:
+    """Confirm sending a flagged action as it is: every flag listed, the words typed.
+
+    ``what`` says what will happen ("Send this email to ada@acme.example?").
+    """
+    n = len(flags)
+    lines = [
+        f"*{clip(one_line(what), 300)}* It has {n} flag{'' if n == 1 else 's'}. Sending it "
+        "anyway is recorded in the audit log under your name.",
+        *(flag_line(f) for f in flags),
+    ]
+    chunks, trimmed = split("\n".join(lines), SECTION_BUDGET, MAX_VIEW_BLOCKS - 4)
+    blocks: list[Block] = [section(chunk) for chunk in chunks]
+    if trimmed:
+        blocks.append(context("⚠️ Not every flag fits here; read them all in the thread first."))
+    blocks.append(
+        _input(
+            "confirm",
+            "confirm_input",
+            f"Type “{SEND_ANYWAY_WORDS}” to send it despite these flags",
+            max_length=40,
+            multiline=False,
+        )
+    )
+    return _modal(
+        title="Send anyway?",
+        submit="Send anyway",
+        callback_id=SEND_ANYWAY_MODAL,
+        private_metadata=f"{approval_id}|{digest}",
+        blocks=blocks,
     )
 
 

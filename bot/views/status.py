@@ -16,6 +16,34 @@ TITLE_CHARS = (40, 120)
 WHO_CHARS = 40
 #: Characters of a step line besides its title, at most: emoji, who, words, duration.
 LINE_OVERHEAD = 100
+REFUSALS_SHOWN = 5
+REFUSAL_CHARS = 300
+ENDED = ("done", "failed", "cancelled", "rejected")
+
+
+def refused_calls(n: int) -> str:
+    """``1 refused call``, ``2 refused calls``."""
+    return f"{n} refused call" + ("" if n == 1 else "s")
+
+
+def run_label(card: RunCard) -> tuple[str, str]:
+    """Emoji and label of a run; one that ended with refused calls says so, never a plain
+    "Done" (``⚠️ Done with 2 refused calls``)."""
+    emoji, label = _labels.run_status(card.status)
+    if card.refusals and card.status in ENDED:
+        label = f"{label} with {refused_calls(len(card.refusals))}"
+        emoji = "⚠️" if card.status == "done" else emoji
+    return emoji, label
+
+
+def refusal_lines(card: RunCard) -> list[Block]:
+    """The calls a guard refused, one line each (the first few), as a section."""
+    if not card.refusals:
+        return []
+    lines = [f"• {clip(one_line(r), REFUSAL_CHARS)}" for r in card.refusals[:REFUSALS_SHOWN]]
+    if len(card.refusals) > REFUSALS_SHOWN:
+        lines.append(f"…and {len(card.refusals) - REFUSALS_SHOWN} more (`baton show` lists all)")
+    return [section("*⚠️ Refused by Baton's guards — nothing was done*\n" + "\n".join(lines))]
 
 
 def run_context(card: RunCard) -> str:
@@ -62,7 +90,7 @@ def checklist(steps: tuple[StepLine, ...], budget: int = CHECKLIST_BUDGET) -> li
 
 def status_card(card: RunCard) -> tuple[str, list[Block]]:
     """The run's status message, edited in place as the run progresses."""
-    emoji, label = _labels.run_status(card.status)
+    emoji, label = run_label(card)
     goal = clip(one_line(card.goal), GOAL_CHARS)
     blocks: list[Block] = [section(f"{emoji} *{label}* — {goal}"), context(run_context(card))]
     lines = checklist(card.steps)
@@ -70,6 +98,7 @@ def status_card(card: RunCard) -> tuple[str, list[Block]]:
         blocks += sections(lines)
     elif card.status == "planning":
         blocks.append(section("_Planning the steps…_"))
+    blocks += refusal_lines(card)
     if card.error and card.status in ("failed", "cancelled", "rejected"):
         blocks.append(section(f"*Error*\n{mrkdwn_quote(card.error, ERROR_CHARS)}"))
     blocks.append(context(_labels.totals(card)))

@@ -3,8 +3,13 @@
 Rule of the package: every string that may come from a model, a tool or a person passes
 through :func:`escape` (directly or via :func:`clip`, :func:`mrkdwn_quote`, :func:`code`,
 :func:`code_chunks`) before it reaches Slack, so it can never form ``<!channel>``, ``<@U…>``
-or ``<http://x|y>``. The only ``<…>`` sequences in a view are built here: :func:`mention`
-and :func:`date`.
+or ``<http://x|y>``, and a plain ``@channel``, ``@here`` or ``@everyone`` in it pings nobody
+(:func:`defuse`). The only ``<…>`` sequences in a view are built here: :func:`mention`,
+:func:`date` and :func:`link` (a link whose text is its own target, never a disguise).
+
+Text that is meant to be Slack ``mrkdwn`` (a model's ``slack_post_message``) cannot be
+escaped; :func:`bot.hygiene.safe_mrkdwn` cleans it instead, and :class:`bot.poster.Poster`
+passes every outgoing payload through :func:`bot.hygiene.clean_payload` as a last line.
 """
 
 from __future__ import annotations
@@ -13,14 +18,41 @@ import re
 from datetime import UTC, datetime
 
 _ENTITIES = ("&amp;", "&lt;", "&gt;")
+#: Looks the same as nothing: between ``@`` and the word, it stops the word being a mention.
+ZWSP = "\u200b"
+#: ``<!channel>``, ``<!here|here>``, ``<!everyone>``: Slack's broadcast tokens.
+_SPECIAL_MENTION = re.compile(r"<!(channel|here|everyone)(?:\|[^>]*)?>", re.IGNORECASE)
+#: A user-group mention pings every member: ``<!subteam^S0123|@oncall>``.
+_GROUP_MENTION = re.compile(r"<!subteam\^[A-Za-z0-9]*(?:\|@?([^>]*))?>")
+#: Plain ``@channel`` (a person typed it, a model wrote it): with ``link_names`` it pings.
+_PLAIN_MENTION = re.compile(r"(?<![\w@])@(channel|here|everyone)\b", re.IGNORECASE)
+_LINKABLE = re.compile(r"(?:https?://|mailto:)[^\s<>|]+", re.IGNORECASE)
 _USER_ID = re.compile(r"[UW][A-Z0-9]{1,30}")
 # Backticks in user text would close our code spans and blocks; this look-alike cannot.
 _BACKTICK_STANDIN = "ˋ"
 
 
+def defuse(text: str) -> str:
+    """``text`` with broadcast and user-group mentions made inert, reading the same.
+
+    ``<!channel>``, ``<!here>``, ``<!everyone>`` (labelled or not), ``<!subteam^…>`` and a
+    plain ``@channel``, ``@here`` or ``@everyone`` become ``@channel``-looking text with a
+    zero-width space after the ``@``. Idempotent; ``<@U…>`` and ``<#C…>`` are left alone.
+    """
+    text = _SPECIAL_MENTION.sub(lambda m: f"@{ZWSP}{m.group(1).lower()}", text)
+    text = _GROUP_MENTION.sub(lambda m: f"@{ZWSP}{(m.group(1) or 'group').lstrip('@')}", text)
+    return defuse_words(text)
+
+
+def defuse_words(text: str) -> str:
+    """Only the plain words: ``@channel``, ``@here``, ``@everyone`` (any case) pinging nobody."""
+    return _PLAIN_MENTION.sub(lambda m: f"@{ZWSP}{m.group(1)}", text) if "@" in text else text
+
+
 def escape(text: str) -> str:
-    """Escape the three characters Slack's ``mrkdwn`` treats as control characters."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    """The sanitiser of every view: escape the three characters Slack's ``mrkdwn`` treats as
+    control characters (so no ``<…>`` token can form) and defuse plain broadcast mentions."""
+    return defuse_words(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _cut_point(text: str, n: int) -> int:
@@ -120,6 +152,19 @@ def mention(user: str | None, default: str = "someone") -> str:
         return default
     bare = user.removeprefix("slack:")
     return f"<@{bare}>" if is_user_id(bare) else clip(one_line(user), 80)
+
+
+def link(url: str, limit: int = 300) -> str:
+    """``url`` as a Slack link whose visible text is the URL itself (``<https://…>``).
+
+    Only ``http``, ``https`` and ``mailto`` targets of one piece become links; anything else
+    (or a URL longer than ``limit``) is shown as escaped text. A link is never given a label:
+    what the reader sees is where it goes.
+    """
+    url = url.strip()
+    if len(url) <= limit and _LINKABLE.fullmatch(url):
+        return f"<{url}>"
+    return clip(one_line(url), limit)
 
 
 def date(ts: float) -> str:

@@ -83,26 +83,75 @@ def _email(to: str, subject: str, body: str) -> tuple[str, dict[str, str]]:
     return ("send_email", {"to": to, "subject": subject, "body": body})
 
 
-def _grounding_checker(checks: list[tuple[str, list[tuple[str, str]]]]):
-    """A responder for the grounding checks: the draft containing a needle gets its claims,
-    each citing the evidence block whose text holds its quote (as a diligent checker would);
-    a quote found nowhere is cited to nothing."""
+_SENTENCE = re.compile(r"^(S\d+)(?: \((\w+)\))?: (.*)$", re.M)
+_BLOCK = re.compile(r'<data source="([a-z]+(?::[\w-]+)?): [^"]*">\n(.*?)\n</data>', re.S)
+
+
+def checker_parts(body: dict[str, Any]) -> tuple[list[tuple[str, str, str]], list[tuple[str, str]]]:
+    """A grounding check's numbered sentences (id, field, text) and evidence blocks (id, text)."""
+    user = body["messages"][-1]["content"]
+    draft, _, rest = user.partition("</data>")
+    sentences = [(m.group(1), m.group(2) or "", m.group(3)) for m in _SENTENCE.finditer(draft)]
+    return sentences, _BLOCK.findall(rest)
+
+
+def _words(text: str) -> set[str]:
+    return {w.strip(".,;:!?()\"'").lower() for w in text.split() if len(w.strip(".,;:!?")) >= 3}
+
+
+def label(sid: str, field: str, text: str, previous: str) -> dict[str, Any]:
+    """How a scripted checker labels a sentence it finds no claim in."""
+    low = text.lower()
+    if re.match(r"(dear|hi|hello|hey)\b", low):
+        kind = "greeting"
+    elif re.match(r"[—–]|--|best\b|thanks\b|cheers\b|regards\b", low) or previous == "signature":
+        kind = "signature"
+    elif text.rstrip().endswith("?"):
+        kind = "question"
+    elif field == "subject":
+        kind = "heading"
+    else:
+        kind = "opinion"
+    return {"id": sid, "kind": kind}
+
+
+def _grounding_checker(checks: list[tuple[str, list[tuple[str, ...]]]]):
+    """A responder for the grounding checks, in the checker's wire format: the draft holding a
+    needle gets its claims (``(claim, quote)`` or ``(claim, quote, sentence needle)``), each on
+    the sentence it shares most words with (or that holds the needle) and citing the evidence
+    block whose text holds its quote (as a diligent checker would; a quote found nowhere is
+    cited to nothing). Every other sentence is labelled by its form (greeting, signature,
+    question, heading, else opinion)."""
 
     def answer(body: dict[str, Any]) -> Reply | None:
         if CHECKER not in str(body["messages"][0].get("content")):
             return None
-        user = body["messages"][-1]["content"]
-        draft = user.split("</data>", 1)[0]
-        blocks = re.findall(
-            r'<data source="([a-z]+(?::[\w-]+)?): [^"]*">\n(.*?)\n</data>', user, re.S
-        )
+        sentences, blocks = checker_parts(body)
+        draft = "\n".join(text for _, _, text in sentences)
         for needle, claims in checks:
-            if needle in draft:
-                cited = []
-                for claim, quote in claims:
-                    eid = next((i for i, text in blocks if quote in " ".join(text.split())), None)
-                    cited.append({"claim": claim, "evidence_id": eid, "quote": quote})
-                return Reply.json({"claims": cited})
+            if needle not in draft:
+                continue
+            by_sentence: dict[str, list[dict[str, Any]]] = {}
+            for claim, quote, *where in claims:
+                eid = next((i for i, text in blocks if quote in " ".join(text.split())), None)
+                if where:
+                    sid = next(i for i, _, text in sentences if where[0] in text)
+                else:
+                    sid = max(
+                        sentences, key=lambda s: len(_words(s[2]) & _words(claim + " " + quote))
+                    )[0]
+                by_sentence.setdefault(sid, []).append(
+                    {"claim": claim, "evidence_id": eid, "quote": quote}
+                )
+            out, previous = [], ""
+            for sid, field, text in sentences:
+                if sid in by_sentence:
+                    entry: dict[str, Any] = {"id": sid, "kind": "claim", "claims": by_sentence[sid]}
+                else:
+                    entry = label(sid, field, text, previous)
+                previous = entry["kind"]
+                out.append(entry)
+            return Reply.json({"sentences": out})
         return None
 
     return answer
@@ -129,7 +178,13 @@ def script_sales(llm: ScriptedLLM, site: LocalSite) -> None:
                     "Dear Bob",
                     [("Acme builds rocket engines", "Acme builds reusable rocket engines")],
                 ),
-                ("contact list", []),
+                (
+                    "contact list",
+                    [
+                        ("Ada Lovelace is the CTO", "Ada Lovelace,ada@acme.test,CTO"),
+                        ("Bob Byte is VP Engineering", "Bob Byte,bob@acme.test,VP Engineering"),
+                    ],
+                ),
                 ("following up", [("Acme raised $20M", "raised $20M")]),
             ]
         )
