@@ -142,28 +142,16 @@ class Checkpoints:
             report = await self._check_grounding(tool, args)
             if report is not None and not report.ok:
                 revisable = call_id != "tool" and report.error is None
-                if revisable and self._grounding_rounds(tool, args) < self.svc.settings.grounding_retries:
+                if (
+                    revisable
+                    and self._grounding_rounds(tool, args) < self.svc.settings.grounding_retries
+                ):
                     return CallResult(report.feedback(tool.name), False)
                 gated = True  # unsupported claims always go to a person
             if report is not None:
                 flags.extend(report.flags)
         if approval is None and gated:
-            action: dict[str, Any] = {"tool": tool.name, "arguments": args}
-            if tool.outbound and report is not None:
-                action["grounding"] = report.as_dict()
-            if flags:
-                action["flags"] = dump_flags(flags)
-            parked = await self._request_approval("tool_call", action, tool.risk, key=key)
-            if flags:  # every flag is an event and an audit entry (agents.notices)
-                await notices.flagged(
-                    self.svc,
-                    run_id=self.run_id,
-                    step_id=self.step.step_id,
-                    tool=tool.name,
-                    approval_id=parked.waiting_for,
-                    flags=action["flags"],
-                )
-            return parked
+            return await self._ask(tool, args, key, report if tool.outbound else None, flags)
         if gated or approval is not None:  # an ungated outbound call may have been escalated
             if approval is None:
                 return await self._request_approval(
@@ -223,20 +211,36 @@ class Checkpoints:
         if not flags:
             return None
         await self._consume(approval)
-        action: dict[str, Any] = {"tool": tool.name, "arguments": edited}
+        return await self._ask(tool, edited, key, report, flags, edited_from=approval.id)
+
+    async def _ask(
+        self,
+        tool: Tool,
+        args: dict[str, Any],
+        key: str,
+        report: Report | None,
+        flags: list[Flag],
+        *,
+        edited_from: str | None = None,
+    ) -> Parked:
+        """Ask a person about a tool call, with its grounding report and flags on the card."""
+        action: dict[str, Any] = {"tool": tool.name, "arguments": args}
         if report is not None:
             action["grounding"] = report.as_dict()
-        action["flags"] = dump_flags(flags)
-        action["edited_from"] = approval.id
+        if flags:
+            action["flags"] = dump_flags(flags)
+        if edited_from is not None:
+            action["edited_from"] = edited_from
         parked = await self._request_approval("tool_call", action, tool.risk, key=key)
-        await notices.flagged(
-            self.svc,
-            run_id=self.run_id,
-            step_id=self.step.step_id,
-            tool=tool.name,
-            approval_id=parked.waiting_for,
-            flags=action["flags"],
-        )
+        if flags:  # every flag is an event and an audit entry (agents.notices)
+            await notices.flagged(
+                self.svc,
+                run_id=self.run_id,
+                step_id=self.step.step_id,
+                tool=tool.name,
+                approval_id=parked.waiting_for,
+                flags=action["flags"],
+            )
         return parked
 
     async def _execute(

@@ -165,8 +165,16 @@ def _numbers(text: str, pattern: re.Pattern[str]) -> list[tuple[str, Decimal, Un
 
 
 def _stem(word: str) -> str:
-    for suffix, repl in (("ies", "y"), ("ing", ""), ("ed", ""), ("es", ""), ("s", ""), ("ly", "")):
-        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+    # "ies" keeps a shorter stem so that "flies" and "flying" meet at "fly".
+    for suffix, repl, least in (
+        ("ies", "y", 2),
+        ("ing", "", 3),
+        ("ed", "", 3),
+        ("es", "", 3),
+        ("s", "", 3),
+        ("ly", "", 3),
+    ):
+        if word.endswith(suffix) and len(word) - len(suffix) >= least:
             return word[: -len(suffix)] + repl
     return word
 

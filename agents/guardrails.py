@@ -36,6 +36,7 @@ from agents.model import ModelReply, ToolCallRequest
 from agents.outcomes import CallResult, Done, Failed, Outcome, Parked, Refusal
 from agents.secrets import redactor, scrub_arguments, secret_in
 from agents.tools import Tool
+from storage.database import Session
 from storage.models import Approval, Step
 from storage.repositories import approvals, audit
 
@@ -281,20 +282,33 @@ class Guardrails:
     async def _audit_escalation(self, tool: Tool, verdict: Verdict, why: str) -> None:
         """Record why a guard sends a call to a person that would otherwise just run."""
         async with self.svc.db.transaction() as session:
-            await audit.append(
-                session,
-                at=self.svc.clock(),
-                actor="baton",
-                action="guardrail.escalated",
-                run_id=self.run_id,
-                subject=self.step.step_id,
-                detail={
-                    "tool": tool.name,
-                    "guard": verdict.guard,
-                    "why": why,
-                    "target": verdict.target,
-                },
-            )
+            await self._audit_guard(session, "guardrail.escalated", tool, verdict, why)
+
+    async def _audit_guard(
+        self,
+        session: Session,
+        action: str,
+        tool: Tool,
+        verdict: Verdict,
+        why: str,
+        **extra: Any,
+    ) -> None:
+        """One audit row saying what a guard did to a call, and why."""
+        await audit.append(
+            session,
+            at=self.svc.clock(),
+            actor="baton",
+            action=action,
+            run_id=self.run_id,
+            subject=self.step.step_id,
+            detail={
+                "tool": tool.name,
+                "guard": verdict.guard,
+                "why": why,
+                "target": verdict.target,
+                **extra,
+            },
+        )
 
     async def _refused(self, tool: Tool, args: dict[str, Any], verdict: Verdict) -> CallResult:
         """Refuse a call in code: audit it, publish :class:`CallRefused`, tell the model.
@@ -315,21 +329,7 @@ class Guardrails:
                 return CallResult(
                     f"Error: Baton refused to call {tool.name}: {why}. Nothing was done.", False
                 )
-            await audit.append(
-                session,
-                at=self.svc.clock(),
-                actor="baton",
-                action="guardrail.refused",
-                run_id=self.run_id,
-                subject=self.step.step_id,
-                detail={
-                    "tool": tool.name,
-                    "guard": verdict.guard,
-                    "why": why,
-                    "target": verdict.target,
-                    "call": digest,
-                },
-            )
+            await self._audit_guard(session, "guardrail.refused", tool, verdict, why, call=digest)
         log.warning("refused %s in run %s: %s", tool.name, self.run_id, why)
         await self.svc.bus.publish(
             CallRefused(

@@ -4,9 +4,10 @@ person supplied for the run, and one step writes to each of them once.
 *Supplied* means: an address in the goal, the inputs, an answer a person gave to a handoff,
 a playbook's own text (a person wrote it), or a structured email field (``email``,
 ``contact_email``, ``to``...) of a record returned by a read-only MCP tool (a CRM: the
-company's own record of its contacts). Never an address found in free text a model or the
-outside world wrote: a fetched page, a Slack message, a CRM note, a step's output. Those are
-where an injected "also email the whole buying committee" comes from.
+company's own record of its contacts), on a domain a person named for the run. Never an
+address found in free text a model or the outside world wrote: a fetched page, a Slack
+message, a CRM note, a step's output. Those are where an injected "also email the whole
+buying committee" comes from.
 
 Any other address in a tool's :attr:`~agents.tools.Tool.recipients` arguments is flagged on
 the approval (``BATON_RECIPIENT_POLICY=flag``, the default: a plain Approve cannot send it) or
@@ -23,6 +24,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from email.utils import getaddresses
 from typing import Any
 
+from agents.domains import domains_in, registrable_domain
 from agents.flags import Flag, Verdict
 from agents.supplied import RunMaterial, json_values
 from agents.tools import Tool
@@ -107,14 +109,55 @@ def record_addresses(value: Any) -> set[str]:
     return found
 
 
+def _domain_of(address: str) -> str:
+    return registrable_domain(address.rsplit("@", 1)[-1])
+
+
 def supplied(material: RunMaterial) -> set[str]:
-    """The addresses a person supplied for the run (see the module's docstring)."""
+    """The addresses a person supplied for the run (see the module's docstring).
+
+    A CRM record's address counts only for the accounts of this run: its registrable domain
+    must be one a person named (a website, a contact's address), or its company field must
+    name an account a person gave. A model can ask the CRM
+    about any company; that does not make another company's people recipients of this run.
+    """
     found = {m.group(0).lower() for text in material.person for m in EMAIL.finditer(text)}
+    ours = {_domain_of(a) for a in found}
+    for text in material.person:
+        ours |= domains_in(text)
     for call in material.finished():
         if "__" in call.tool and call.risk == "read_only":  # an MCP tool's record, read-only
             for value in json_values(call.result or ""):
-                found |= record_addresses(value)
+                for record in _records(value):
+                    named = _names_our_account(record, material.person)
+                    found |= {a for a in record_addresses(record) if named or _domain_of(a) in ours}
     return found
+
+
+#: Fields of a CRM record that name the company the contact works for.
+_COMPANY_KEYS = ("company", "account", "organization", "organisation", "company_name")
+
+
+def _records(value: Any) -> Iterator[dict[str, Any]]:
+    """Every JSON object in ``value``, at any depth (each CRM record on its own)."""
+    if isinstance(value, dict):
+        yield value
+        for item in value.values():
+            yield from _records(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _records(item)
+
+
+def _names_our_account(record: Mapping[str, Any], person: Iterable[str]) -> bool:
+    """Whether the record's company field names an account a person gave (a whole word)."""
+    for key in _COMPANY_KEYS:
+        company = record.get(key)
+        if isinstance(company, str) and len(company.strip()) >= 2:
+            word = re.compile(rf"(?<!\w){re.escape(company.strip())}(?!\w)", re.IGNORECASE)
+            if any(word.search(text) for text in person):
+                return True
+    return False
 
 
 def recipient_verdict(

@@ -1,7 +1,8 @@
 """``http_fetch``: read a web page as text, safely.
 
 Every hop (the URL, then each redirect, at most :data:`MAX_REDIRECTS`) is checked by
-:mod:`agents.toolbox.web_guard` before it is requested, and names are resolved by a resolver
+:mod:`agents.toolbox.web_guard` before it is requested (a redirect to another registrable
+domain is not followed: the run's egress policy judged only the first URL), and names are resolved by a resolver
 that refuses non-public addresses, so the connection goes to the address that was checked.
 The body is read up to ``BATON_FETCH_MAX_BYTES`` and the whole fetch, redirects included,
 ends after ``BATON_FETCH_TIMEOUT`` seconds. The result starts with the final URL, so a later
@@ -19,6 +20,7 @@ import aiohttp
 from pydantic import Field
 from yarl import URL
 
+from agents.domains import registrable_domain
 from agents.toolbox.html_text import html_to_text
 from agents.toolbox.settings import FetchSettings
 from agents.toolbox.web_guard import FetchError, GuardedResolver, check_url
@@ -95,8 +97,17 @@ async def fetch_text(raw_url: str, settings: FetchSettings) -> str:
 
 
 async def _follow(session: aiohttp.ClientSession, url: URL, settings: FetchSettings) -> str:
+    site = registrable_domain(url.host or "")
     for _hop in range(MAX_REDIRECTS + 1):
         check_url(url, settings)
+        if registrable_domain(url.host or "") != site:
+            # The run's egress policy (agents.egress) checked the first URL only; a redirect
+            # to another site (an open redirect carrying data out, say) is not followed.
+            # The model may fetch the target itself, and that fetch is checked like any other.
+            raise FetchError(
+                f"The page redirects to another site, {url.human_repr()[:200]}; it was not "
+                "followed. Fetch that URL with http_fetch if you need it."
+            )
         async with session.get(url, allow_redirects=False) as resp:
             if resp.status in REDIRECTS:
                 location = resp.headers.get("Location", "").strip()
