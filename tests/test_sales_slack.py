@@ -243,7 +243,9 @@ def _sales_scenario(slack: Slack, sales_site: LocalSite, mailbox: Mailbox, crm_d
     slack.wait("two emails", lambda: len(mailbox.envelopes) >= 2)
     decided = slack.wait(
         "the injected email marked sent back",
-        lambda: (m := fake.message(channel, evil["ts"])) and m["text"].startswith("Sent back") and m,
+        lambda: (
+            (m := fake.message(channel, evil["ts"])) and m["text"].startswith("Sent back") and m
+        ),
     )
     assert action_ids(decided) == []
     assert reason in block_text(decided) and EVIL in block_text(decided)
